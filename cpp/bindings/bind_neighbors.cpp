@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "bindings.hpp"
+#include "convert.hpp"
+
+#include "gapx/neighbors.hpp"
+
+#include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <array>
+
+namespace py = pybind11;
+
+namespace gapx::bindings {
+
+void bind_neighbors(py::module_ &m) {
+    m.def(
+        "neighbor_list",
+        [](const Eigen::Ref<const Positions> &positions, const Cell &cell,
+           const std::array<bool, 3> &pbc, Real cutoff, int n_threads) {
+            NeighborList nl;
+            {
+                py::gil_scoped_release release;
+                nl = build_neighbor_list(positions, cell, Pbc{pbc[0], pbc[1], pbc[2]}, cutoff,
+                                         n_threads);
+            }
+            return py::make_tuple(to_numpy(std::move(nl.first)), to_numpy(std::move(nl.second)),
+                                  py::array(py::cast(std::move(nl.shifts))),
+                                  to_numpy(std::move(nl.distances)),
+                                  py::array(py::cast(std::move(nl.vectors))));
+        },
+        py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("cutoff"),
+        py::arg("n_threads") = 0,
+        R"doc(Full neighbour list with cell lists (OpenMP over centres, GIL released).
+
+positions (n_atoms, 3) float64 C-contiguous, cell (3, 3) one lattice vector per row, pbc three
+bools, cutoff in Å (pairs with d < cutoff). Returns (i, j, S, d, D) as ase.neighborlist does:
+int64 (n_pairs,), int64 (n_pairs,), int32 (n_pairs, 3), float64 (n_pairs,), float64 (n_pairs, 3).)doc");
+}
+
+} // namespace gapx::bindings

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#pragma once
+
+#include "gapx/types.hpp"
+
+#include <vector>
+
+namespace gapx {
+
+/// A full neighbour list: every pair appears as i→j and j→i.
+///
+/// Pair k connects centre `first[k]` to neighbour `second[k]` in the periodic image
+/// `shifts.row(k)` (integer multiples of the lattice vectors), with
+/// `vectors.row(k) = r[second] - r[first] + shifts.row(k) * cell` (Å) and `distances[k]` its norm.
+/// Pairs are grouped by centre in increasing order, which lets callers slice per centre.
+struct NeighborList {
+    std::vector<Index> first;
+    std::vector<Index> second;
+    Shifts shifts;
+    Positions vectors;
+    std::vector<Real> distances;
+
+    Index n_pairs() const { return static_cast<Index>(first.size()); }
+};
+
+/// Builds the full neighbour list of all pairs closer than `cutoff` (strictly) with O(N) cell
+/// lists, in parallel over centres.
+///
+/// `positions` (n_atoms x 3, Å) need not lie inside the cell. `cell` holds one lattice vector per
+/// row; only the periodic rows are used, and they must be linearly independent. The cutoff may
+/// exceed the cell, in which case several images (including an atom's own) are listed.
+/// `n_threads <= 0` uses OpenMP's default. Throws InvalidArgument on bad input.
+NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                 Pbc pbc, Real cutoff, int n_threads = 0);
+
+} // namespace gapx

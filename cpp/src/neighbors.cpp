@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "gapx/neighbors.hpp"
+
+#include "gapx/errors.hpp"
+#include "gapx/parallel.hpp"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+
+namespace gapx {
+namespace {
+
+// A binning frame: three vectors whose fractional coordinates place every atom in [0, 1).
+// Periodic directions keep the lattice vector; non-periodic ones are replaced by a vector
+// orthogonal to the others that spans the atoms' extent, since their cell vector is irrelevant.
+struct BinFrame {
+    Cell vectors;                // rows
+    Cell inverse;                // fractional = cartesian * inverse
+    std::array<Real, 3> heights; // distance between opposite faces of the frame, Å
+    Vector3 origin;              // cartesian origin of the frame
+};
+
+Vector3 any_orthogonal(const Vector3 &v) {
+    Vector3 trial = std::abs(v.x()) < 0.9 * v.norm() ? Vector3(1, 0, 0) : Vector3(0, 1, 0);
+    return v.cross(trial).normalized();
+}
+
+void check_periodic_vectors(const Cell &cell, Pbc pbc) {
+    const Real rel_eps = 1e-10;
+    std::vector<Vector3> periodic;
+    for (int k = 0; k < 3; ++k) {
+        if (!pbc[k]) {
+            continue;
+        }
+        Vector3 a = cell.row(k).transpose();
+        if (!a.allFinite()) {
+            throw InvalidArgument("cell vector " + std::to_string(k) + " is not finite");
+        }
+        if (a.norm() == 0.0) {
+            throw InvalidArgument("cell vector " + std::to_string(k) +
+                                  " is zero but that direction is periodic");
+        }
+        periodic.push_back(a);
+    }
+    bool degenerate = false;
+    if (periodic.size() == 2) {
+        degenerate = periodic[0].cross(periodic[1]).norm() <=
+                     rel_eps * periodic[0].norm() * periodic[1].norm();
+    } else if (periodic.size() == 3) {
+        degenerate = std::abs(periodic[0].cross(periodic[1]).dot(periodic[2])) <=
+                     rel_eps * periodic[0].norm() * periodic[1].norm() * periodic[2].norm();
+    }
+    if (degenerate) {
+        throw InvalidArgument("the periodic cell vectors are linearly dependent (zero-volume or "
+                              "degenerate cell)");
+    }
+}
+
+BinFrame make_frame(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc) {
+    BinFrame frame;
+    frame.vectors.setZero();
+    std::array<int, 3> periodic_dirs{};
+    std::array<int, 3> open_dirs{};
+    int n_periodic = 0;
+    int n_open = 0;
+    for (int k = 0; k < 3; ++k) {
+        if (pbc[k]) {
+            periodic_dirs[n_periodic++] = k;
+            frame.vectors.row(k) = cell.row(k);
+        } else {
+            open_dirs[n_open++] = k;
+        }
+    }
+    // Unit vectors for the open directions, orthogonal to the periodic ones and to each other.
+    if (n_open == 3) {
+        frame.vectors.setIdentity();
+    } else if (n_open == 2) {
+        Vector3 a = cell.row(periodic_dirs[0]).transpose();
+        Vector3 u = any_orthogonal(a);
+        Vector3 v = a.cross(u).normalized();
+        frame.vectors.row(open_dirs[0]) = u.transpose();
+        frame.vectors.row(open_dirs[1]) = v.transpose();
+    } else if (n_open == 1) {
+        Vector3 a = cell.row(periodic_dirs[0]).transpose();
+        Vector3 b = cell.row(periodic_dirs[1]).transpose();
+        frame.vectors.row(open_dirs[0]) = a.cross(b).normalized().transpose();
+    }
+    // Stretch each open direction to span the atoms, with a margin so none sits on the far face.
+    frame.origin.setZero();
+    if (n_open > 0 && positions.rows() > 0) {
+        Cell inv = frame.vectors.inverse();
+        Positions frac = positions * inv;
+        for (int o = 0; o < n_open; ++o) {
+            int k = open_dirs[o];
+            Real lo = frac.col(k).minCoeff();
+            Real hi = frac.col(k).maxCoeff();
+            Real extent = std::max<Real>(hi - lo, 1.0) * (1.0 + 1e-9) + 1e-9;
+            frame.origin += lo * frame.vectors.row(k).transpose();
+            frame.vectors.row(k) *= extent;
+        }
+    }
+    frame.inverse = frame.vectors.inverse();
+    Real volume = std::abs(frame.vectors.determinant());
+    for (int k = 0; k < 3; ++k) {
+        Vector3 b = frame.vectors.row((k + 1) % 3).transpose();
+        Vector3 c = frame.vectors.row((k + 2) % 3).transpose();
+        frame.heights[k] = volume / b.cross(c).norm();
+    }
+    return frame;
+}
+
+} // namespace
+
+NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                 Pbc pbc, Real cutoff, int n_threads) {
+    if (!(cutoff > 0.0) || !std::isfinite(cutoff)) {
+        throw InvalidArgument("cutoff must be a positive finite number, got " +
+                              std::to_string(cutoff));
+    }
+    if (!positions.allFinite()) {
+        throw InvalidArgument("positions contain NaN or infinite values");
+    }
+    check_periodic_vectors(cell, pbc);
+
+    const Index n_atoms = positions.rows();
+    NeighborList result;
+    if (n_atoms == 0) {
+        result.shifts.resize(0, 3);
+        result.vectors.resize(0, 3);
+        return result;
+    }
+
+    const BinFrame frame = make_frame(positions, cell, pbc);
+
+    // Wrap periodic coordinates into [0, 1); remember the integer lattice offset of each atom so
+    // shifts can be reported relative to the positions the caller gave.
+    Positions frac = (positions.rowwise() - frame.origin.transpose()) * frame.inverse;
+    Shifts wrap_offset(n_atoms, 3);
+    for (Index a = 0; a < n_atoms; ++a) {
+        for (int k = 0; k < 3; ++k) {
+            Real s = frac(a, k);
+            Real f = pbc[k] ? std::floor(s) : 0.0;
+            s -= f;
+            if (s >= 1.0) { // floor rounding at the upper edge
+                s -= 1.0;
+                f += 1.0;
+            }
+            frac(a, k) = std::clamp<Real>(s, 0.0, std::nextafter(1.0, 0.0));
+            wrap_offset(a, k) = static_cast<std::int32_t>(f);
+        }
+    }
+
+    // Bin counts: bins at least as wide as the cutoff, capped so that empty space (a gas in a huge
+    // box) cannot allocate more bins than a small multiple of the atoms.
+    std::array<Index, 3> n_bins{};
+    Real total = 1.0;
+    for (int k = 0; k < 3; ++k) {
+        n_bins[k] = std::max<Index>(1, static_cast<Index>(std::floor(frame.heights[k] / cutoff)));
+        total *= static_cast<Real>(n_bins[k]);
+    }
+    const Real max_bins = 4.0 * static_cast<Real>(n_atoms) + 8.0;
+    if (total > max_bins) {
+        Real shrink = std::cbrt(total / max_bins);
+        for (int k = 0; k < 3; ++k) {
+            n_bins[k] = std::max<Index>(
+                1, static_cast<Index>(std::floor(static_cast<Real>(n_bins[k]) / shrink)));
+        }
+    }
+    std::array<Index, 3> reach{};
+    Real n_offsets = 1.0;
+    for (int k = 0; k < 3; ++k) {
+        Real width = frame.heights[k] / static_cast<Real>(n_bins[k]);
+        reach[k] = static_cast<Index>(std::ceil(cutoff / width));
+        if (!pbc[k]) {
+            reach[k] = std::min<Index>(reach[k], n_bins[k] - 1);
+        }
+        n_offsets *= static_cast<Real>(2 * reach[k] + 1);
+    }
+    const Real expected_candidates =
+        n_offsets * static_cast<Real>(n_atoms) * static_cast<Real>(n_atoms) /
+        static_cast<Real>(n_bins[0] * n_bins[1] * n_bins[2]);
+    if (expected_candidates > 4e10) {
+        throw InvalidArgument("cutoff " + std::to_string(cutoff) +
+                              " is far larger than the cell: the neighbour search would examine "
+                              "about " +
+                              std::to_string(expected_candidates) + " candidate pairs");
+    }
+
+    // Counting sort of atoms into bins (CSR layout), with bin-ordered copies of the positions.
+    std::vector<Index> bin_of(static_cast<size_t>(n_atoms));
+    const Index n_bins_total = n_bins[0] * n_bins[1] * n_bins[2];
+    std::vector<Index> bin_start(static_cast<size_t>(n_bins_total + 1), 0);
+    std::array<std::vector<Index>, 3> bin_index;
+    for (int k = 0; k < 3; ++k) {
+        bin_index[k].resize(static_cast<size_t>(n_atoms));
+    }
+    for (Index a = 0; a < n_atoms; ++a) {
+        Index flat = 0;
+        for (int k = 0; k < 3; ++k) {
+            Index b = std::min<Index>(
+                static_cast<Index>(frac(a, k) * static_cast<Real>(n_bins[k])), n_bins[k] - 1);
+            bin_index[k][static_cast<size_t>(a)] = b;
+            flat = flat * n_bins[k] + b;
+        }
+        bin_of[static_cast<size_t>(a)] = flat;
+        ++bin_start[static_cast<size_t>(flat + 1)];
+    }
+    for (Index b = 0; b < n_bins_total; ++b) {
+        bin_start[static_cast<size_t>(b + 1)] += bin_start[static_cast<size_t>(b)];
+    }
+    std::vector<Index> sorted_atoms(static_cast<size_t>(n_atoms));
+    {
+        std::vector<Index> fill(bin_start.begin(), bin_start.end() - 1);
+        for (Index a = 0; a < n_atoms; ++a) {
+            sorted_atoms[static_cast<size_t>(fill[static_cast<size_t>(bin_of[static_cast<size_t>(a)])]++)] = a;
+        }
+    }
+    // Wrapped cartesian positions in bin order, for cache-friendly inner loops.
+    Positions wrapped = frac * frame.vectors;
+    Positions sorted_positions(n_atoms, 3);
+    for (Index s = 0; s < n_atoms; ++s) {
+        sorted_positions.row(s) = wrapped.row(sorted_atoms[static_cast<size_t>(s)]);
+    }
+
+    const Real cutoff2 = cutoff * cutoff;
+    const int threads = resolve_threads(n_threads);
+
+    struct ThreadPairs {
+        std::vector<Index> first, second;
+        std::vector<std::int32_t> shifts;
+        std::vector<Real> vectors, distances;
+    };
+    std::vector<ThreadPairs> per_thread(static_cast<size_t>(threads));
+    ExceptionCapture capture;
+
+#pragma omp parallel num_threads(threads)
+    {
+        ThreadPairs &out = per_thread[static_cast<size_t>(thread_id())];
+        capture.run([&] {
+#pragma omp for schedule(static)
+            for (Index i = 0; i < n_atoms; ++i) {
+                const auto si = static_cast<size_t>(i);
+                const Eigen::Matrix<Real, 1, 3> ri = wrapped.row(i);
+                for (Index dx = -reach[0]; dx <= reach[0]; ++dx) {
+                    Index bx = bin_index[0][si] + dx;
+                    Index sx = 0;
+                    if (pbc[0]) {
+                        sx = static_cast<Index>(std::floor(static_cast<Real>(bx) / n_bins[0]));
+                        bx -= sx * n_bins[0];
+                    } else if (bx < 0 || bx >= n_bins[0]) {
+                        continue;
+                    }
+                    for (Index dy = -reach[1]; dy <= reach[1]; ++dy) {
+                        Index by = bin_index[1][si] + dy;
+                        Index sy = 0;
+                        if (pbc[1]) {
+                            sy = static_cast<Index>(std::floor(static_cast<Real>(by) / n_bins[1]));
+                            by -= sy * n_bins[1];
+                        } else if (by < 0 || by >= n_bins[1]) {
+                            continue;
+                        }
+                        for (Index dz = -reach[2]; dz <= reach[2]; ++dz) {
+                            Index bz = bin_index[2][si] + dz;
+                            Index sz = 0;
+                            if (pbc[2]) {
+                                sz = static_cast<Index>(
+                                    std::floor(static_cast<Real>(bz) / n_bins[2]));
+                                bz -= sz * n_bins[2];
+                            } else if (bz < 0 || bz >= n_bins[2]) {
+                                continue;
+                            }
+                            const Index bin = (bx * n_bins[1] + by) * n_bins[2] + bz;
+                            const Eigen::Matrix<Real, 1, 3> image =
+                                static_cast<Real>(sx) * frame.vectors.row(0) +
+                                static_cast<Real>(sy) * frame.vectors.row(1) +
+                                static_cast<Real>(sz) * frame.vectors.row(2);
+                            const Eigen::Matrix<Real, 1, 3> base = image - ri;
+                            const bool own_image = sx == 0 && sy == 0 && sz == 0;
+                            for (Index s = bin_start[static_cast<size_t>(bin)];
+                                 s < bin_start[static_cast<size_t>(bin + 1)]; ++s) {
+                                const Eigen::Matrix<Real, 1, 3> d = sorted_positions.row(s) + base;
+                                const Real d2 = d.squaredNorm();
+                                if (d2 >= cutoff2) {
+                                    continue;
+                                }
+                                const Index j = sorted_atoms[static_cast<size_t>(s)];
+                                if (own_image && j == i) {
+                                    continue;
+                                }
+                                out.first.push_back(i);
+                                out.second.push_back(j);
+                                const auto sj = static_cast<size_t>(j);
+                                // Shift relative to the caller's (unwrapped) positions.
+                                out.shifts.push_back(static_cast<std::int32_t>(
+                                    sx + wrap_offset(i, 0) - wrap_offset(static_cast<Index>(sj), 0)));
+                                out.shifts.push_back(static_cast<std::int32_t>(
+                                    sy + wrap_offset(i, 1) - wrap_offset(static_cast<Index>(sj), 1)));
+                                out.shifts.push_back(static_cast<std::int32_t>(
+                                    sz + wrap_offset(i, 2) - wrap_offset(static_cast<Index>(sj), 2)));
+                                out.vectors.insert(out.vectors.end(), {d(0), d(1), d(2)});
+                                out.distances.push_back(std::sqrt(d2));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    capture.rethrow();
+
+    // Static scheduling hands out contiguous, ordered blocks of centres, so concatenating the
+    // per-thread buffers in thread order keeps pairs grouped by increasing centre.
+    size_t n_pairs = 0;
+    for (const auto &t : per_thread) {
+        n_pairs += t.first.size();
+    }
+    result.first.reserve(n_pairs);
+    result.second.reserve(n_pairs);
+    result.distances.reserve(n_pairs);
+    result.shifts.resize(static_cast<Index>(n_pairs), 3);
+    result.vectors.resize(static_cast<Index>(n_pairs), 3);
+    Index row = 0;
+    for (auto &t : per_thread) {
+        result.first.insert(result.first.end(), t.first.begin(), t.first.end());
+        result.second.insert(result.second.end(), t.second.begin(), t.second.end());
+        result.distances.insert(result.distances.end(), t.distances.begin(), t.distances.end());
+        const auto n = static_cast<Index>(t.first.size());
+        if (n > 0) {
+            result.shifts.middleRows(row, n) =
+                Eigen::Map<const Shifts>(t.shifts.data(), n, 3);
+            result.vectors.middleRows(row, n) = Eigen::Map<const Positions>(t.vectors.data(), n, 3);
+        }
+        row += n;
+        t = ThreadPairs{};
+    }
+    return result;
+}
+
+} // namespace gapx

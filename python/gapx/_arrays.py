@@ -1,0 +1,75 @@
+"""Conversion and validation of user input before it crosses into the C++ core."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def as_positions(positions) -> np.ndarray:
+    """Return positions as a C-contiguous float64 (n_atoms, 3) array, refusing NaN/inf."""
+    array = np.ascontiguousarray(positions, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n_atoms, 3), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        bad = np.unique(np.nonzero(~np.isfinite(array))[0])
+        raise ValueError(f"positions contain NaN or infinite values (atoms {bad[:10].tolist()})")
+    return array
+
+
+def as_cell(cell) -> np.ndarray:
+    """Return the cell as a C-contiguous float64 (3, 3) array, one lattice vector per row."""
+    array = np.ascontiguousarray(np.asarray(cell, dtype=np.float64))
+    if array.shape != (3, 3):
+        raise ValueError(f"cell must have shape (3, 3), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("cell contains NaN or infinite values")
+    return array
+
+
+def as_pbc(pbc) -> tuple[bool, bool, bool]:
+    """Return periodicity as three Python bools (a scalar applies to all directions)."""
+    array = np.asarray(pbc, dtype=bool)
+    if array.ndim == 0:
+        array = np.repeat(array, 3)
+    if array.shape != (3,):
+        raise ValueError(f"pbc must be a bool or three bools, got shape {array.shape}")
+    return tuple(bool(p) for p in array)
+
+
+def check_periodic_cell(cell: np.ndarray, pbc: tuple[bool, bool, bool]) -> None:
+    """Refuse a cell whose periodic vectors are zero or linearly dependent."""
+    vectors = cell[list(pbc)]
+    if len(vectors) == 0:
+        return
+    norms = np.linalg.norm(vectors, axis=1)
+    if np.any(norms == 0.0):
+        zero = [k for k in range(3) if pbc[k] and np.linalg.norm(cell[k]) == 0.0]
+        raise ValueError(f"cell vector(s) {zero} are zero but periodic: degenerate cell")
+    singular = np.linalg.svd(vectors, compute_uv=False)
+    if singular[-1] <= 1e-10 * singular[0]:
+        raise ValueError(
+            "the periodic cell vectors are linearly dependent: zero-volume or degenerate cell"
+        )
+
+
+def as_cutoff(cutoff) -> float:
+    """Return the cutoff as a positive finite float."""
+    try:
+        value = float(cutoff)
+    except (TypeError, ValueError):
+        raise ValueError(f"cutoff must be a number, got {cutoff!r}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"cutoff must be a positive finite number, got {cutoff!r}")
+    return value
+
+
+def atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool], np.ndarray]:
+    """Split an ase.Atoms into validated (positions, cell, pbc, numbers) arrays."""
+    pbc = as_pbc(atoms.pbc)
+    cell = as_cell(atoms.cell.array)
+    check_periodic_cell(cell, pbc)
+    positions = as_positions(atoms.positions)
+    numbers = np.ascontiguousarray(atoms.numbers, dtype=np.int32)
+    return positions, cell, pbc, numbers
