@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace gapx {
 namespace {
@@ -219,124 +220,158 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
             sorted_atoms[static_cast<size_t>(fill[static_cast<size_t>(bin_of[static_cast<size_t>(a)])]++)] = a;
         }
     }
-    // Wrapped cartesian positions in bin order, for cache-friendly inner loops.
-    Positions wrapped = frac * frame.vectors;
-    Positions sorted_positions(n_atoms, 3);
+    // Wrapped positions and wrap offsets in bin order, for cache-friendly inner loops.
+    const Positions wrapped = frac * frame.vectors;
+    // Coordinates stored as separate x, y, z arrays so the distance loops vectorise.
+    Eigen::Matrix<Real, Eigen::Dynamic, 3> sorted_positions(n_atoms, 3); // column-major
+    Shifts sorted_offsets(n_atoms, 3);
     for (Index s = 0; s < n_atoms; ++s) {
         sorted_positions.row(s) = wrapped.row(sorted_atoms[static_cast<size_t>(s)]);
+        sorted_offsets.row(s) = wrap_offset.row(sorted_atoms[static_cast<size_t>(s)]);
     }
+    const Real *xs = sorted_positions.col(0).data();
+    const Real *ys = sorted_positions.col(1).data();
+    const Real *zs = sorted_positions.col(2).data();
 
     const Real cutoff2 = cutoff * cutoff;
     const int threads = resolve_threads(n_threads);
 
-    struct ThreadPairs {
-        std::vector<Index> first, second;
-        std::vector<std::int32_t> shifts;
-        std::vector<Real> vectors, distances;
-    };
-    std::vector<ThreadPairs> per_thread(static_cast<size_t>(threads));
-    ExceptionCapture capture;
-
-#pragma omp parallel num_threads(threads)
-    {
-        ThreadPairs &out = per_thread[static_cast<size_t>(thread_id())];
-        capture.run([&] {
-#pragma omp for schedule(static)
-            for (Index i = 0; i < n_atoms; ++i) {
-                const auto si = static_cast<size_t>(i);
-                const Eigen::Matrix<Real, 1, 3> ri = wrapped.row(i);
-                for (Index dx = -reach[0]; dx <= reach[0]; ++dx) {
-                    Index bx = bin_index[0][si] + dx;
-                    Index sx = 0;
-                    if (pbc[0]) {
-                        sx = static_cast<Index>(std::floor(static_cast<Real>(bx) / n_bins[0]));
-                        bx -= sx * n_bins[0];
-                    } else if (bx < 0 || bx >= n_bins[0]) {
+    // For every neighbour of centre i closer than the cutoff, calls
+    // visit(j, shift_i, sorted index, vx, vy, vz, d2) in the fill pass, or only counts them.
+    constexpr Index kChunk = 64;
+    auto for_each_neighbor = [&](Index i, auto count_only, auto &&visit) -> Index {
+        Index count = 0;
+        std::array<Index, kChunk> accepted;
+        const auto si = static_cast<size_t>(i);
+        const Real xi = wrapped(i, 0), yi = wrapped(i, 1), zi = wrapped(i, 2);
+        for (Index dx = -reach[0]; dx <= reach[0]; ++dx) {
+            Index bx = bin_index[0][si] + dx;
+            Index sx = 0;
+            if (pbc[0]) {
+                sx = static_cast<Index>(std::floor(static_cast<Real>(bx) / n_bins[0]));
+                bx -= sx * n_bins[0];
+            } else if (bx < 0 || bx >= n_bins[0]) {
+                continue;
+            }
+            for (Index dy = -reach[1]; dy <= reach[1]; ++dy) {
+                Index by = bin_index[1][si] + dy;
+                Index sy = 0;
+                if (pbc[1]) {
+                    sy = static_cast<Index>(std::floor(static_cast<Real>(by) / n_bins[1]));
+                    by -= sy * n_bins[1];
+                } else if (by < 0 || by >= n_bins[1]) {
+                    continue;
+                }
+                for (Index dz = -reach[2]; dz <= reach[2]; ++dz) {
+                    Index bz = bin_index[2][si] + dz;
+                    Index sz = 0;
+                    if (pbc[2]) {
+                        sz = static_cast<Index>(std::floor(static_cast<Real>(bz) / n_bins[2]));
+                        bz -= sz * n_bins[2];
+                    } else if (bz < 0 || bz >= n_bins[2]) {
                         continue;
                     }
-                    for (Index dy = -reach[1]; dy <= reach[1]; ++dy) {
-                        Index by = bin_index[1][si] + dy;
-                        Index sy = 0;
-                        if (pbc[1]) {
-                            sy = static_cast<Index>(std::floor(static_cast<Real>(by) / n_bins[1]));
-                            by -= sy * n_bins[1];
-                        } else if (by < 0 || by >= n_bins[1]) {
-                            continue;
+                    const Index bin = (bx * n_bins[1] + by) * n_bins[2] + bz;
+                    const Eigen::Matrix<Real, 1, 3> image =
+                        static_cast<Real>(sx) * frame.vectors.row(0) +
+                        static_cast<Real>(sy) * frame.vectors.row(1) +
+                        static_cast<Real>(sz) * frame.vectors.row(2);
+                    const Real ox = image(0) - xi, oy = image(1) - yi, oz = image(2) - zi;
+                    // Shift relative to the caller's (unwrapped) positions.
+                    const std::array<Index, 3> shift_i = {sx + wrap_offset(i, 0),
+                                                          sy + wrap_offset(i, 1),
+                                                          sz + wrap_offset(i, 2)};
+                    const bool own_image = dx == 0 && dy == 0 && dz == 0; // centre's own bin, shift 0
+                    const Index begin = bin_start[static_cast<size_t>(bin)];
+                    const Index end = bin_start[static_cast<size_t>(bin + 1)];
+                    if constexpr (decltype(count_only)::value) {
+                        // Branch-free so the compiler can vectorise; the centre itself (distance 0
+                        // in its own image) is subtracted below.
+                        for (Index s = begin; s < end; ++s) {
+                            const Real vx = xs[s] + ox;
+                            const Real vy = ys[s] + oy;
+                            const Real vz = zs[s] + oz;
+                            count += (vx * vx + vy * vy + vz * vz) < cutoff2;
                         }
-                        for (Index dz = -reach[2]; dz <= reach[2]; ++dz) {
-                            Index bz = bin_index[2][si] + dz;
-                            Index sz = 0;
-                            if (pbc[2]) {
-                                sz = static_cast<Index>(
-                                    std::floor(static_cast<Real>(bz) / n_bins[2]));
-                                bz -= sz * n_bins[2];
-                            } else if (bz < 0 || bz >= n_bins[2]) {
-                                continue;
+                        if (own_image) {
+                            count -= 1;
+                        }
+                    } else {
+                        // Compact the accepted candidates without branching first (the accept
+                        // test is unpredictable), then emit them.
+                        for (Index chunk = begin; chunk < end; chunk += kChunk) {
+                            const Index chunk_end = std::min(end, chunk + kChunk);
+                            int n_accepted = 0;
+                            for (Index s = chunk; s < chunk_end; ++s) {
+                                const Real vx = xs[s] + ox;
+                                const Real vy = ys[s] + oy;
+                                const Real vz = zs[s] + oz;
+                                accepted[n_accepted] = s;
+                                n_accepted += (vx * vx + vy * vy + vz * vz) < cutoff2;
                             }
-                            const Index bin = (bx * n_bins[1] + by) * n_bins[2] + bz;
-                            const Eigen::Matrix<Real, 1, 3> image =
-                                static_cast<Real>(sx) * frame.vectors.row(0) +
-                                static_cast<Real>(sy) * frame.vectors.row(1) +
-                                static_cast<Real>(sz) * frame.vectors.row(2);
-                            const Eigen::Matrix<Real, 1, 3> base = image - ri;
-                            const bool own_image = sx == 0 && sy == 0 && sz == 0;
-                            for (Index s = bin_start[static_cast<size_t>(bin)];
-                                 s < bin_start[static_cast<size_t>(bin + 1)]; ++s) {
-                                const Eigen::Matrix<Real, 1, 3> d = sorted_positions.row(s) + base;
-                                const Real d2 = d.squaredNorm();
-                                if (d2 >= cutoff2) {
-                                    continue;
-                                }
+                            for (int k = 0; k < n_accepted; ++k) {
+                                const Index s = accepted[k];
                                 const Index j = sorted_atoms[static_cast<size_t>(s)];
                                 if (own_image && j == i) {
                                     continue;
                                 }
-                                out.first.push_back(i);
-                                out.second.push_back(j);
-                                const auto sj = static_cast<size_t>(j);
-                                // Shift relative to the caller's (unwrapped) positions.
-                                out.shifts.push_back(static_cast<std::int32_t>(
-                                    sx + wrap_offset(i, 0) - wrap_offset(static_cast<Index>(sj), 0)));
-                                out.shifts.push_back(static_cast<std::int32_t>(
-                                    sy + wrap_offset(i, 1) - wrap_offset(static_cast<Index>(sj), 1)));
-                                out.shifts.push_back(static_cast<std::int32_t>(
-                                    sz + wrap_offset(i, 2) - wrap_offset(static_cast<Index>(sj), 2)));
-                                out.vectors.insert(out.vectors.end(), {d(0), d(1), d(2)});
-                                out.distances.push_back(std::sqrt(d2));
+                                const Real vx = xs[s] + ox;
+                                const Real vy = ys[s] + oy;
+                                const Real vz = zs[s] + oz;
+                                visit(j, shift_i, s, vx, vy, vz, vx * vx + vy * vy + vz * vz);
                             }
                         }
                     }
                 }
             }
+        }
+        return count;
+    };
+
+    // Two passes (count, then fill in place) write the output arrays directly: no intermediate
+    // buffers, so memory is exactly the output, linear in the number of pairs.
+    std::vector<Index> pair_start(static_cast<size_t>(n_atoms) + 1, 0);
+    ExceptionCapture capture;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+    for (Index i = 0; i < n_atoms; ++i) {
+        capture.run([&] {
+            pair_start[static_cast<size_t>(i) + 1] =
+                for_each_neighbor(i, std::true_type{}, [](auto &&...) {});
         });
     }
     capture.rethrow();
-
-    // Static scheduling hands out contiguous, ordered blocks of centres, so concatenating the
-    // per-thread buffers in thread order keeps pairs grouped by increasing centre.
-    size_t n_pairs = 0;
-    for (const auto &t : per_thread) {
-        n_pairs += t.first.size();
+    for (Index i = 0; i < n_atoms; ++i) {
+        pair_start[static_cast<size_t>(i) + 1] += pair_start[static_cast<size_t>(i)];
     }
-    result.first.reserve(n_pairs);
-    result.second.reserve(n_pairs);
-    result.distances.reserve(n_pairs);
-    result.shifts.resize(static_cast<Index>(n_pairs), 3);
-    result.vectors.resize(static_cast<Index>(n_pairs), 3);
-    Index row = 0;
-    for (auto &t : per_thread) {
-        result.first.insert(result.first.end(), t.first.begin(), t.first.end());
-        result.second.insert(result.second.end(), t.second.begin(), t.second.end());
-        result.distances.insert(result.distances.end(), t.distances.begin(), t.distances.end());
-        const auto n = static_cast<Index>(t.first.size());
-        if (n > 0) {
-            result.shifts.middleRows(row, n) =
-                Eigen::Map<const Shifts>(t.shifts.data(), n, 3);
-            result.vectors.middleRows(row, n) = Eigen::Map<const Positions>(t.vectors.data(), n, 3);
-        }
-        row += n;
-        t = ThreadPairs{};
+    const Index n_pairs = pair_start.back();
+    result.first.resize(static_cast<size_t>(n_pairs));
+    result.second.resize(static_cast<size_t>(n_pairs));
+    result.distances.resize(static_cast<size_t>(n_pairs));
+    result.shifts.resize(n_pairs, 3);
+    result.vectors.resize(n_pairs, 3);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+    for (Index i = 0; i < n_atoms; ++i) {
+        capture.run([&] {
+            Index row = pair_start[static_cast<size_t>(i)];
+            for_each_neighbor(i, std::false_type{}, [&](Index j, const std::array<Index, 3> &shift_i, Index s, Real vx,
+                                     Real vy, Real vz, Real d2) {
+                const auto r = static_cast<size_t>(row);
+                result.first[r] = i;
+                result.second[r] = j;
+                result.distances[r] = std::sqrt(d2);
+                for (int k = 0; k < 3; ++k) {
+                    result.shifts(row, k) =
+                        static_cast<std::int32_t>(shift_i[static_cast<size_t>(k)] -
+                                                  sorted_offsets(s, k));
+                }
+                result.vectors(row, 0) = vx;
+                result.vectors(row, 1) = vy;
+                result.vectors(row, 2) = vz;
+                ++row;
+            });
+        });
     }
+    capture.rethrow();
     return result;
 }
 
