@@ -59,7 +59,8 @@ def assert_gradients_close(analytic, numerical, rtol: float = 1e-6, atol: float 
 
 def check_position_gradients(fn, grad_fn, atoms, delta=1e-5, rtol=1e-6, atol=1e-8) -> None:
     """Assert grad_fn(atoms) (n_atoms, 3, ...) matches central differences of fn."""
-    assert_gradients_close(grad_fn(atoms), numerical_position_gradient(fn, atoms, delta), rtol, atol)
+    numerical = numerical_position_gradient(fn, atoms, delta)
+    assert_gradients_close(grad_fn(atoms), numerical, rtol, atol)
 
 
 def check_strain_gradients(fn, grad_fn, atoms, delta=1e-5, rtol=1e-6, atol=1e-8) -> None:

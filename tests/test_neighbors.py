@@ -21,7 +21,7 @@ def pair_table(i, j, S, d, D):
     """Pairs as a dict (i, j, S) -> (d, D), for order-independent comparison."""
     return {
         (int(a), int(b), tuple(int(s) for s in shift)): (dist, vec)
-        for a, b, shift, dist, vec in zip(i, j, S, d, D)
+        for a, b, shift, dist, vec in zip(i, j, S, d, D, strict=True)
     }
 
 
@@ -87,8 +87,8 @@ def test_pairs_grouped_by_centre_and_symmetric():
     atoms = Atoms("X50", positions=rng.uniform(0, 8, (50, 3)), cell=np.eye(3) * 8, pbc=True)
     i, j, S, d, D = gapx.neighbor_list(atoms, 3.0)
     assert np.all(np.diff(i) >= 0)
-    forward = {(a, b, tuple(s)) for a, b, s in zip(i, j, S)}
-    backward = {(b, a, tuple(-s)) for a, b, s in zip(i, j, S)}
+    forward = {(a, b, tuple(s)) for a, b, s in zip(i, j, S, strict=True)}
+    backward = {(b, a, tuple(-s)) for a, b, s in zip(i, j, S, strict=True)}
     assert forward == backward
     np.testing.assert_allclose(np.linalg.norm(D, axis=1), d, atol=DISTANCE_TOL)
     np.testing.assert_allclose(D, atoms.positions[j] - atoms.positions[i] + S @ atoms.cell.array)
@@ -100,17 +100,17 @@ def test_translation_and_wrapping_leave_pairs_unchanged():
     atoms = Atoms("X80", positions=rng.uniform(0, 1, (80, 3)) @ cell, cell=cell, pbc=True)
     cutoff = 3.5
     i, j, S, d, _ = gapx.neighbor_list(atoms, cutoff)
-    reference = sorted(zip(i, j, np.round(d, 9)))
+    reference = sorted(zip(i, j, np.round(d, 9), strict=True))
 
     translated = atoms.copy()
     translated.positions += rng.normal(size=3) * 13.0
     i2, j2, _, d2, _ = gapx.neighbor_list(translated, cutoff)
-    assert sorted(zip(i2, j2, np.round(d2, 9))) == reference
+    assert sorted(zip(i2, j2, np.round(d2, 9), strict=True)) == reference
 
     wrapped = translated.copy()
     wrapped.wrap()
     i3, j3, _, d3, _ = gapx.neighbor_list(wrapped, cutoff)
-    assert sorted(zip(i3, j3, np.round(d3, 9))) == reference
+    assert sorted(zip(i3, j3, np.round(d3, 9), strict=True)) == reference
 
 
 def test_thread_count_does_not_change_result():
@@ -118,14 +118,15 @@ def test_thread_count_does_not_change_result():
     atoms = Atoms("X300", positions=rng.uniform(0, 12, (300, 3)), cell=np.eye(3) * 12, pbc=True)
     one = gapx.neighbor_list(atoms, 3.0, n_threads=1)
     two = gapx.neighbor_list(atoms, 3.0, n_threads=2)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_empty_structure():
     i, j, S, d, D = gapx.neighbor_list(Atoms(), 3.0)
     assert len(i) == len(j) == len(d) == 0
-    assert S.shape == (0, 3) and D.shape == (0, 3)
+    assert S.shape == (0, 3)
+    assert D.shape == (0, 3)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
