@@ -6,5 +6,6 @@
 namespace gapx::bindings {
 
 void bind_neighbors(pybind11::module_ &m);
+void bind_soap(pybind11::module_ &m);
 
 } // namespace gapx::bindings

@@ -24,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
         }
     });
     gapx::bindings::bind_neighbors(m);
+    gapx::bindings::bind_soap(m);
 }

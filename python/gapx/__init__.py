@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ._core import __version__
+from .descriptors import SOAP
+from .ewald import Ewald
 from .neighbors import neighbor_list
 
-__all__ = ["__version__", "neighbor_list"]
+__all__ = ["Ewald", "SOAP", "__version__", "neighbor_list"]

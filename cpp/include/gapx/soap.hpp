@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#pragma once
+
+#include "gapx/neighbors.hpp"
+#include "gapx/radial_basis.hpp"
+#include "gapx/spherical_harmonics.hpp"
+#include "gapx/types.hpp"
+
+#include <memory>
+#include <vector>
+
+namespace gapx {
+
+/// SOAP hyperparameters (validated by the PowerSpectrum constructor).
+struct SoapOptions {
+    Real cutoff = 5.0;           ///< r_c, Å
+    int n_max = 8;               ///< radial functions per species
+    int l_max = 6;               ///< largest angular momentum
+    Real atom_sigma = 0.5;       ///< Gaussian width of each atom's density, Å
+    Real transition_width = 1.0; ///< width w of the cosine cutoff transition, 0 < w <= r_c
+    Real central_weight = 1.0;   ///< weight of the centre's own Gaussian (QUIP's default 1)
+    std::vector<int> species;    ///< atomic numbers, strictly increasing
+};
+
+/// Index arrays of the sparse position gradients: row = [centre i, atom j].
+using GradientPairs = Eigen::Matrix<Index, Eigen::Dynamic, 2, Eigen::RowMajor>;
+
+/// Descriptor values with their position and strain gradients.
+struct SoapGradients {
+    RowMatrix values;    ///< (n_atoms, n_features), unit rows
+    GradientPairs pairs; ///< (n_grad, 2): per centre, self first, then atoms j by increasing j
+    RowMatrix gradients; ///< (n_grad, 3 * n_features): d x_i / d r_j, [pair][xyz][feature]
+    RowMatrix strain;    ///< (n_atoms, 9 * n_features): d x_i / d eps_ab, [atom][a][b][feature]
+};
+
+/// Density coefficients of one centre, and the per-pair quantities their gradients need.
+///
+/// The coefficients c[u][lm] (u = species * n_max + n, lm = l^2 + l + m) carry an extra factor
+/// (2l+1)^{-1/4}, so that the power spectrum's 1/sqrt(2l+1) is a plain product of two of them.
+class SphericalExpansion {
+  public:
+    /// Builds (or reuses from the cache) the radial spline table. Allocates.
+    explicit SphericalExpansion(const SoapOptions &options);
+
+    /// Per-thread buffers, grown on demand (no allocation once warm).
+    struct Workspace {
+        std::vector<Real> coefficients; ///< [n_channels][n_lm]
+        std::vector<Real> radial;       ///< [pair][n][l]: f_c(d) I_nl(d) (2l+1)^{-1/4}
+        std::vector<Real> dradial;      ///< [pair][n][l]: its d-derivative
+        std::vector<Real> harmonics;    ///< [pair][lm]: Y_lm(D/d)
+        std::vector<Real> dharmonics;   ///< [pair][3][lm]: dY_lm(D/d)/dD
+        std::vector<Real> units;        ///< [pair][3]: D/d
+        std::vector<int> species;       ///< [pair]: species index of the neighbour
+        std::vector<Real> scratch;      ///< spherical-harmonics scratch and a radial row
+    };
+
+    /// Computes c for centre `center` (of species index `center_species`) from the pairs
+    /// [begin, end) of `neighbors`, and, when `Gradients`, the per-pair radial and angular
+    /// derivatives. `species_of_atom[j]` is the species index of atom j. Throws InvalidArgument
+    /// when two atoms overlap (d < 1e-10 Å: the direction is undefined).
+    template <bool Gradients>
+    void compute(Index center, int center_species, const NeighborList &neighbors, Index begin,
+                 Index end, const int *species_of_atom, Workspace &workspace) const;
+
+    int n_max() const { return options_.n_max; }
+    int n_l() const { return options_.l_max + 1; }
+    int n_lm() const { return n_l() * n_l(); }
+    int n_channels() const { return static_cast<int>(options_.species.size()) * options_.n_max; }
+    const SoapOptions &options() const { return options_; }
+    const RadialSpline &radial() const { return *radial_; }
+    const SphericalHarmonics &harmonics() const { return harmonics_; }
+
+  private:
+    SoapOptions options_;
+    std::shared_ptr<const RadialSpline> radial_;
+    SphericalHarmonics harmonics_;
+    std::vector<Real> central_; ///< [n]: w_c I_n0(0) Y_00, the centre's own Gaussian
+};
+
+/// The normalised SOAP power spectrum, its position and strain gradients, and the contraction
+/// of an upstream gradient with them (backpropagation), all in parallel over centres.
+///
+/// \f$ p_i[u, v, l] = \kappa_{uv} (2l+1)^{-1/2} \sum_m c_{u,lm} c_{v,lm} \f$ for channels
+/// u <= v (u = species * n_max + n), with \f$ \kappa_{uu} = 1 \f$ and \f$ \kappa_{uv} = \sqrt2
+/// \f$ otherwise so that dot products of the stored half equal the sum over all channel pairs.
+/// Feature order: u outer, then v >= u, then l inner. Rows are normalised,
+/// \f$ \hat x = p/|p| \f$ (a zero row stays zero with zero gradient).
+class PowerSpectrum {
+  public:
+    /// Validates the options (throws InvalidArgument) and builds the tables. Allocates.
+    explicit PowerSpectrum(const SoapOptions &options);
+
+    Index n_features() const;
+    const SoapOptions &options() const { return expansion_.options(); }
+    const SphericalExpansion &expansion() const { return expansion_; }
+
+    /// Normalised descriptors of every atom: (n_atoms, n_features). `positions` (n_atoms, 3) Å,
+    /// `cell` one lattice vector per row, `numbers` atomic numbers (n_atoms). Allocates the
+    /// result. `n_threads <= 0` uses OpenMP's default.
+    RowMatrix compute(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
+                      const std::vector<int> &numbers, int n_threads = 0) const;
+
+    /// Values plus sparse position gradients and strain gradients (see SoapGradients); memory
+    /// is linear in the number of pairs.
+    SoapGradients compute_gradients(const Eigen::Ref<const Positions> &positions,
+                                    const Cell &cell, Pbc pbc, const std::vector<int> &numbers,
+                                    int n_threads = 0) const;
+
+    /// Given dE/dx (n_atoms, n_features) with respect to the normalised rows, writes
+    /// dE/dr (n_atoms, 3) = sum_i dE/dx_i . dx_i/dr_j and dE/deps (3, 3) without storing any
+    /// gradient (O(pairs n_max (l_max+1)^2) work). The result does not depend on the number of
+    /// threads (per-pair contributions are reduced serially in pair order).
+    void backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
+                       const std::vector<int> &numbers, const Eigen::Ref<const RowMatrix> &dE_dx,
+                       Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0) const;
+
+  private:
+    std::vector<int> species_indices(const std::vector<int> &numbers) const;
+
+    SphericalExpansion expansion_;
+};
+
+} // namespace gapx

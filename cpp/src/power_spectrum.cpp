@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "gapx/errors.hpp"
+#include "gapx/parallel.hpp"
+#include "gapx/soap.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+
+namespace gapx {
+namespace {
+
+constexpr Real sqrt2 = 1.41421356237309504880;
+
+/// First pair of each centre: pairs of centre i are [starts[i], starts[i+1]).
+std::vector<Index> center_starts(const NeighborList &neighbors, Index n_atoms) {
+    std::vector<Index> starts(n_atoms + 1, 0);
+    for (Index i_pair = 0; i_pair < neighbors.n_pairs(); ++i_pair) {
+        ++starts[neighbors.first[i_pair] + 1];
+    }
+    for (Index i = 0; i < n_atoms; ++i) {
+        starts[i + 1] += starts[i];
+    }
+    return starts;
+}
+
+/// Offset of the features (u, v >= u) in units of l-blocks: sum_{u' < u} (n_channels - u').
+inline Index channel_offset(int u, int n_channels) {
+    return static_cast<Index>(u) * n_channels - static_cast<Index>(u) * (u - 1) / 2;
+}
+
+/// p[(u, v, l)] = kappa_uv sum_m c[u][lm] c[v][lm] (the (2l+1)^{-1/2} lives in c).
+void power_spectrum(const Real *c, int n_channels, int n_l, Real *out) {
+    const int n_lm = n_l * n_l;
+    Index f = 0;
+    for (int u = 0; u < n_channels; ++u) {
+        const Real *cu = c + u * n_lm;
+        for (int v = u; v < n_channels; ++v) {
+            const Real *cv = c + v * n_lm;
+            const Real kappa = u == v ? 1.0 : sqrt2;
+            for (int l = 0; l < n_l; ++l) {
+                Real sum = 0.0;
+                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                    sum += cu[lm] * cv[lm];
+                }
+                out[f++] = kappa * sum;
+            }
+        }
+    }
+}
+
+/// Derivative of the power spectrum along dc: kappa_uv sum_m (dc_u c_v + c_u dc_v).
+void power_spectrum_derivative(const Real *c, const Real *dc, int n_channels, int n_l,
+                               Real *out) {
+    const int n_lm = n_l * n_l;
+    Index f = 0;
+    for (int u = 0; u < n_channels; ++u) {
+        const Real *cu = c + u * n_lm;
+        const Real *dcu = dc + u * n_lm;
+        for (int v = u; v < n_channels; ++v) {
+            const Real *cv = c + v * n_lm;
+            const Real *dcv = dc + v * n_lm;
+            const Real kappa = u == v ? 1.0 : sqrt2;
+            for (int l = 0; l < n_l; ++l) {
+                Real sum = 0.0;
+                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                    sum += dcu[lm] * cv[lm] + cu[lm] * dcv[lm];
+                }
+                out[f++] = kappa * sum;
+            }
+        }
+    }
+}
+
+/// Chain rule through x = p/|p|: row <- (row - x (x . row)) / |p|.
+inline void project_normalisation(Real *row, const Real *x, Real inv_norm, Index n_features) {
+    Real dot = 0.0;
+    for (Index f = 0; f < n_features; ++f) {
+        dot += x[f] * row[f];
+    }
+    for (Index f = 0; f < n_features; ++f) {
+        row[f] = (row[f] - x[f] * dot) * inv_norm;
+    }
+}
+
+Real normalise(const Real *p, Real *x, Index n_features) {
+    Real norm2 = 0.0;
+    for (Index f = 0; f < n_features; ++f) {
+        norm2 += p[f] * p[f];
+    }
+    const Real norm = std::sqrt(norm2);
+    const Real inv = norm > 0.0 ? 1.0 / norm : 0.0;
+    for (Index f = 0; f < n_features; ++f) {
+        x[f] = p[f] * inv;
+    }
+    return norm;
+}
+
+struct GradientScratch {
+    std::vector<Real> p;
+    std::vector<Real> a;      // [v][l]: sum_m Y_lm c_v,lm
+    std::vector<Real> b;      // [xyz][v][l]: sum_m dY_lm/dD c_v,lm
+    std::vector<Real> m;      // [n][v][l]: one Cartesian component of dp/dD before scattering
+    std::vector<Real> g;      // [xyz][n][lm]: dc/dD of one pair
+    std::vector<Real> dc_deps; // [a][b][channel][lm]
+    std::vector<std::pair<Index, int>> order;
+    std::vector<int> entry;
+};
+
+} // namespace
+
+PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options] {
+    if (!(options.cutoff > 0.0) || !std::isfinite(options.cutoff)) {
+        throw InvalidArgument("cutoff must be positive, got " + std::to_string(options.cutoff));
+    }
+    if (!(options.transition_width > 0.0) || !(options.transition_width <= options.cutoff)) {
+        throw InvalidArgument("transition_width must satisfy 0 < width <= cutoff, got " +
+                              std::to_string(options.transition_width));
+    }
+    if (!std::isfinite(options.central_weight)) {
+        throw InvalidArgument("central_weight must be finite");
+    }
+    if (options.species.empty()) {
+        throw InvalidArgument("species must not be empty");
+    }
+    for (size_t k = 0; k < options.species.size(); ++k) {
+        if (options.species[k] < 1 || (k > 0 && options.species[k] <= options.species[k - 1])) {
+            throw InvalidArgument("species must be distinct positive atomic numbers in "
+                                  "increasing order");
+        }
+    }
+    return options;
+}()) {}
+
+Index PowerSpectrum::n_features() const {
+    const Index n_channels = expansion_.n_channels();
+    return n_channels * (n_channels + 1) / 2 * expansion_.n_l();
+}
+
+std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers) const {
+    const auto &species = options().species;
+    std::vector<int> indices(numbers.size());
+    for (size_t k = 0; k < numbers.size(); ++k) {
+        const auto found = std::lower_bound(species.begin(), species.end(), numbers[k]);
+        if (found == species.end() || *found != numbers[k]) {
+            throw InvalidArgument("atom " + std::to_string(k) + " has atomic number " +
+                                  std::to_string(numbers[k]) +
+                                  ", which is not in the SOAP species");
+        }
+        indices[k] = static_cast<int>(found - species.begin());
+    }
+    return indices;
+}
+
+RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                 Pbc pbc, const std::vector<int> &numbers, int n_threads) const {
+    const Index n_atoms = positions.rows();
+    if (static_cast<Index>(numbers.size()) != n_atoms) {
+        throw InvalidArgument("numbers and positions have different lengths");
+    }
+    const std::vector<int> species = species_indices(numbers);
+    const NeighborList neighbors =
+        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
+    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    const Index n_feat = n_features();
+    RowMatrix values(n_atoms, n_feat);
+    const int threads = resolve_threads(n_threads);
+    ExceptionCapture capture;
+#pragma omp parallel num_threads(threads)
+    {
+        SphericalExpansion::Workspace ws;
+        std::vector<Real> p(n_feat);
+#pragma omp for schedule(dynamic, 16)
+        for (Index i = 0; i < n_atoms; ++i) {
+            capture.run([&] {
+                expansion_.compute<false>(i, species[i], neighbors, starts[i], starts[i + 1],
+                                          species.data(), ws);
+                power_spectrum(ws.coefficients.data(), expansion_.n_channels(), expansion_.n_l(),
+                               p.data());
+                normalise(p.data(), values.row(i).data(), n_feat);
+            });
+        }
+    }
+    capture.rethrow();
+    return values;
+}
+
+SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions> &positions,
+                                               const Cell &cell, Pbc pbc,
+                                               const std::vector<int> &numbers,
+                                               int n_threads) const {
+    const Index n_atoms = positions.rows();
+    if (static_cast<Index>(numbers.size()) != n_atoms) {
+        throw InvalidArgument("numbers and positions have different lengths");
+    }
+    const std::vector<int> species = species_indices(numbers);
+    const NeighborList neighbors =
+        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
+    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    const Index n_feat = n_features();
+    const int threads = resolve_threads(n_threads);
+
+    // Pass 1: one gradient entry per centre (self) plus one per distinct neighbour atom j != i
+    // (periodic images of one atom merge; an atom's own images do not move relative to it).
+    std::vector<Index> entry_starts(n_atoms + 1, 0);
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<Index> js;
+#pragma omp for schedule(static)
+        for (Index i = 0; i < n_atoms; ++i) {
+            js.clear();
+            for (Index k = starts[i]; k < starts[i + 1]; ++k) {
+                if (neighbors.second[k] != i) {
+                    js.push_back(neighbors.second[k]);
+                }
+            }
+            std::sort(js.begin(), js.end());
+            entry_starts[i + 1] = 1 + (std::unique(js.begin(), js.end()) - js.begin());
+        }
+    }
+    for (Index i = 0; i < n_atoms; ++i) {
+        entry_starts[i + 1] += entry_starts[i];
+    }
+    const Index n_grad = entry_starts[n_atoms];
+
+    SoapGradients out;
+    out.values.resize(n_atoms, n_feat);
+    out.pairs.resize(n_grad, 2);
+    out.gradients.resize(n_grad, 3 * n_feat);
+    out.strain.resize(n_atoms, 9 * n_feat);
+
+    const int n_max = expansion_.n_max();
+    const int n_l = expansion_.n_l();
+    const int n_lm = expansion_.n_lm();
+    const int n_nl = n_max * n_l;
+    const int n_channels = expansion_.n_channels();
+
+    ExceptionCapture capture;
+#pragma omp parallel num_threads(threads)
+    {
+        SphericalExpansion::Workspace ws;
+        GradientScratch sc;
+        sc.p.resize(n_feat);
+        sc.a.resize(static_cast<size_t>(n_channels) * n_l);
+        sc.b.resize(static_cast<size_t>(3) * n_channels * n_l);
+        sc.m.resize(static_cast<size_t>(n_max) * n_channels * n_l);
+        sc.g.resize(static_cast<size_t>(3) * n_max * n_lm);
+        sc.dc_deps.resize(static_cast<size_t>(9) * n_channels * n_lm);
+#pragma omp for schedule(dynamic, 4)
+        for (Index i = 0; i < n_atoms; ++i) {
+            capture.run([&] {
+                const Index begin = starts[i];
+                const int n_local = static_cast<int>(starts[i + 1] - begin);
+                expansion_.compute<true>(i, species[i], neighbors, begin, starts[i + 1],
+                                         species.data(), ws);
+                const Real *c = ws.coefficients.data();
+                power_spectrum(c, n_channels, n_l, sc.p.data());
+                Real *x = out.values.row(i).data();
+                const Real norm = normalise(sc.p.data(), x, n_feat);
+                const Real inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;
+
+                // Entries: self first, then distinct atoms j by increasing j.
+                sc.order.clear();
+                for (int k = 0; k < n_local; ++k) {
+                    const Index j = neighbors.second[begin + k];
+                    if (j != i) {
+                        sc.order.emplace_back(j, k);
+                    }
+                }
+                std::sort(sc.order.begin(), sc.order.end());
+                sc.entry.assign(n_local, -1);
+                const Index row0 = entry_starts[i];
+                out.pairs(row0, 0) = i;
+                out.pairs(row0, 1) = i;
+                int e = 0;
+                Index previous = -1;
+                for (const auto &[j, k] : sc.order) {
+                    if (j != previous) {
+                        ++e;
+                        out.pairs(row0 + e, 0) = i;
+                        out.pairs(row0 + e, 1) = j;
+                        previous = j;
+                    }
+                    sc.entry[k] = e;
+                }
+                const int n_entries = e + 1;
+                const Index row_size = 3 * n_feat;
+                Real *grad = out.gradients.data() + row0 * row_size;
+                std::fill(grad, grad + n_entries * row_size, 0.0);
+                Real *strain = out.strain.row(i).data();
+                std::fill(strain, strain + 9 * n_feat, 0.0);
+                if (norm == 0.0) {
+                    return;
+                }
+
+                // Position gradients. For the pair's contribution c_s,nlm += R_nl Y_lm,
+                // dp[u,v,l]/dD = kappa (dc_u . c_v + c_u . dc_v) restricted to u or v in the
+                // neighbour's species block; with dc_n,lm/dD = dR_nl u Y_lm + R_nl dY_lm/dD,
+                // dc_n . c_v = dR_nl u A[v][l] + R_nl B[v][l] where A = sum_m Y c_v and
+                // B = sum_m dY/dD c_v: O(n_channels (l_max+1)^2) per pair, not per (n, v).
+                for (int k = 0; k < n_local; ++k) {
+                    if (sc.entry[k] < 0) {
+                        continue;
+                    }
+                    const int s0 = ws.species[k] * n_max;
+                    const Real *y = ws.harmonics.data() + static_cast<size_t>(k) * n_lm;
+                    const Real *dy = ws.dharmonics.data() + static_cast<size_t>(k) * 3 * n_lm;
+                    const Real *radial = ws.radial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *dradial = ws.dradial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *u = ws.units.data() + 3 * k;
+                    for (int v = 0; v < n_channels; ++v) {
+                        const Real *cv = c + v * n_lm;
+                        for (int l = 0; l < n_l; ++l) {
+                            Real sa = 0.0;
+                            Real sx = 0.0;
+                            Real sy = 0.0;
+                            Real sz = 0.0;
+                            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                                sa += y[lm] * cv[lm];
+                                sx += dy[lm] * cv[lm];
+                                sy += dy[n_lm + lm] * cv[lm];
+                                sz += dy[2 * n_lm + lm] * cv[lm];
+                            }
+                            sc.a[v * n_l + l] = sa;
+                            sc.b[v * n_l + l] = sx;
+                            sc.b[(n_channels + v) * n_l + l] = sy;
+                            sc.b[(2 * n_channels + v) * n_l + l] = sz;
+                        }
+                    }
+                    Real *entry_row = grad + sc.entry[k] * row_size;
+                    for (int alpha = 0; alpha < 3; ++alpha) {
+                        const Real *b = sc.b.data() + static_cast<size_t>(alpha) * n_channels * n_l;
+                        for (int n = 0; n < n_max; ++n) {
+                            Real *mn = sc.m.data() + static_cast<size_t>(n) * n_channels * n_l;
+                            const Real *rn = radial + n * n_l;
+                            const Real *drn = dradial + n * n_l;
+                            for (int v = 0; v < n_channels; ++v) {
+                                const Real kappa = v == s0 + n ? 1.0 : sqrt2;
+                                for (int l = 0; l < n_l; ++l) {
+                                    mn[v * n_l + l] =
+                                        kappa * (drn[l] * u[alpha] * sc.a[v * n_l + l] +
+                                                 rn[l] * b[v * n_l + l]);
+                                }
+                            }
+                        }
+                        Real *row = entry_row + alpha * n_feat;
+                        // Features (u, v >= u) with u in the block: contiguous in row and m.
+                        for (int n = 0; n < n_max; ++n) {
+                            const int uu = s0 + n;
+                            Real *target = row + channel_offset(uu, n_channels) * n_l;
+                            const Real *source = sc.m.data() +
+                                                 (static_cast<size_t>(n) * n_channels + uu) * n_l;
+                            const int count = (n_channels - uu) * n_l;
+                            for (int q = 0; q < count; ++q) {
+                                target[q] += source[q];
+                            }
+                        }
+                        // Features (u <= v, v) with v in the block.
+                        for (int n = 0; n < n_max; ++n) {
+                            const int vv = s0 + n;
+                            const Real *mn = sc.m.data() + static_cast<size_t>(n) * n_channels * n_l;
+                            for (int uu = 0; uu <= vv; ++uu) {
+                                Real *target =
+                                    row + (channel_offset(uu, n_channels) + vv - uu) * n_l;
+                                const Real *source = mn + uu * n_l;
+                                for (int l = 0; l < n_l; ++l) {
+                                    target[l] += source[l];
+                                }
+                            }
+                        }
+                    }
+                }
+                // Self term: the pair contributions depend on r_j - r_i only.
+                for (int q = 1; q < n_entries; ++q) {
+                    const Real *row = grad + q * row_size;
+                    for (Index f = 0; f < row_size; ++f) {
+                        grad[f] -= row[f];
+                    }
+                }
+                for (int q = 0; q < 3 * n_entries; ++q) {
+                    project_normalisation(grad + q * n_feat, x, inv_norm, n_feat);
+                }
+
+                // Strain: dc/deps_ab = sum_pairs dc/dD_a D_b (including an atom's own images),
+                // then through the bilinear power spectrum and the normalisation.
+                std::fill(sc.dc_deps.begin(), sc.dc_deps.end(), 0.0);
+                const size_t block = static_cast<size_t>(n_channels) * n_lm;
+                for (int k = 0; k < n_local; ++k) {
+                    const int s0 = ws.species[k] * n_max;
+                    const Real *y = ws.harmonics.data() + static_cast<size_t>(k) * n_lm;
+                    const Real *dy = ws.dharmonics.data() + static_cast<size_t>(k) * 3 * n_lm;
+                    const Real *radial = ws.radial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *dradial = ws.dradial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *u = ws.units.data() + 3 * k;
+                    const Index pair = begin + k;
+                    for (int alpha = 0; alpha < 3; ++alpha) {
+                        for (int n = 0; n < n_max; ++n) {
+                            Real *g = sc.g.data() + (alpha * n_max + n) * n_lm;
+                            for (int l = 0; l < n_l; ++l) {
+                                const Real radial_part = dradial[n * n_l + l] * u[alpha];
+                                const Real r = radial[n * n_l + l];
+                                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                                    g[lm] = radial_part * y[lm] + r * dy[alpha * n_lm + lm];
+                                }
+                            }
+                        }
+                        for (int beta = 0; beta < 3; ++beta) {
+                            const Real d_beta = neighbors.vectors(pair, beta);
+                            Real *target = sc.dc_deps.data() + (alpha * 3 + beta) * block +
+                                           static_cast<size_t>(s0) * n_lm;
+                            const Real *g = sc.g.data() + alpha * n_max * n_lm;
+                            for (int q = 0; q < n_max * n_lm; ++q) {
+                                target[q] += g[q] * d_beta;
+                            }
+                        }
+                    }
+                }
+                for (int ab = 0; ab < 9; ++ab) {
+                    Real *row = strain + ab * n_feat;
+                    power_spectrum_derivative(c, sc.dc_deps.data() + ab * block, n_channels, n_l,
+                                              row);
+                    project_normalisation(row, x, inv_norm, n_feat);
+                }
+            });
+        }
+    }
+    capture.rethrow();
+    return out;
+}
+
+void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                  Pbc pbc, const std::vector<int> &numbers,
+                                  const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
+                                  Cell &dE_dstrain, int n_threads) const {
+    const Index n_atoms = positions.rows();
+    if (static_cast<Index>(numbers.size()) != n_atoms) {
+        throw InvalidArgument("numbers and positions have different lengths");
+    }
+    const Index n_feat = n_features();
+    if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
+        throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
+                              std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
+    }
+    const std::vector<int> species = species_indices(numbers);
+    const NeighborList neighbors =
+        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
+    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    const int threads = resolve_threads(n_threads);
+    const int n_max = expansion_.n_max();
+    const int n_l = expansion_.n_l();
+    const int n_lm = expansion_.n_lm();
+    const int n_nl = n_max * n_l;
+    const int n_channels = expansion_.n_channels();
+
+    Positions pair_gradients(neighbors.n_pairs(), 3); // dE/dD per pair
+    ExceptionCapture capture;
+#pragma omp parallel num_threads(threads)
+    {
+        SphericalExpansion::Workspace ws;
+        std::vector<Real> p(n_feat);
+        std::vector<Real> x(n_feat);
+        std::vector<Real> de_dp(n_feat);
+        std::vector<Real> de_dc(static_cast<size_t>(n_channels) * n_lm);
+#pragma omp for schedule(dynamic, 8)
+        for (Index i = 0; i < n_atoms; ++i) {
+            capture.run([&] {
+                const Index begin = starts[i];
+                const int n_local = static_cast<int>(starts[i + 1] - begin);
+                expansion_.compute<true>(i, species[i], neighbors, begin, starts[i + 1],
+                                         species.data(), ws);
+                const Real *c = ws.coefficients.data();
+                power_spectrum(c, n_channels, n_l, p.data());
+                const Real norm = normalise(p.data(), x.data(), n_feat);
+                if (norm == 0.0) {
+                    pair_gradients.middleRows(begin, n_local).setZero();
+                    return;
+                }
+                // dE/dp = (G - x (x . G)) / |p|
+                for (Index f = 0; f < n_feat; ++f) {
+                    de_dp[f] = dE_dx(i, f);
+                }
+                project_normalisation(de_dp.data(), x.data(), 1.0 / norm, n_feat);
+                // dE/dc_w,lm = sum_v H_l[w][v] c_v,lm with H_l[u][v] = kappa dE/dp[u,v,l]
+                // (u != v, both orders) and H_l[u][u] = 2 dE/dp[u,u,l].
+                std::fill(de_dc.begin(), de_dc.end(), 0.0);
+                Index f = 0;
+                for (int uu = 0; uu < n_channels; ++uu) {
+                    const Real *cu = c + uu * n_lm;
+                    Real *gu = de_dc.data() + uu * n_lm;
+                    for (int vv = uu; vv < n_channels; ++vv) {
+                        const Real *cv = c + vv * n_lm;
+                        Real *gv = de_dc.data() + vv * n_lm;
+                        for (int l = 0; l < n_l; ++l) {
+                            const Real h = de_dp[f++];
+                            if (uu == vv) {
+                                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                                    gu[lm] += 2.0 * h * cu[lm];
+                                }
+                            } else {
+                                const Real hk = sqrt2 * h;
+                                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                                    gu[lm] += hk * cv[lm];
+                                    gv[lm] += hk * cu[lm];
+                                }
+                            }
+                        }
+                    }
+                }
+                for (int k = 0; k < n_local; ++k) {
+                    const int s0 = ws.species[k] * n_max;
+                    const Real *y = ws.harmonics.data() + static_cast<size_t>(k) * n_lm;
+                    const Real *dy = ws.dharmonics.data() + static_cast<size_t>(k) * 3 * n_lm;
+                    const Real *radial = ws.radial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *dradial = ws.dradial.data() + static_cast<size_t>(k) * n_nl;
+                    const Real *u = ws.units.data() + 3 * k;
+                    Real radial_sum = 0.0;
+                    Real gx = 0.0;
+                    Real gy = 0.0;
+                    Real gz = 0.0;
+                    for (int n = 0; n < n_max; ++n) {
+                        const Real *gn = de_dc.data() + (s0 + n) * n_lm;
+                        for (int l = 0; l < n_l; ++l) {
+                            Real sa = 0.0;
+                            Real sx = 0.0;
+                            Real sy = 0.0;
+                            Real sz = 0.0;
+                            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                                sa += gn[lm] * y[lm];
+                                sx += gn[lm] * dy[lm];
+                                sy += gn[lm] * dy[n_lm + lm];
+                                sz += gn[lm] * dy[2 * n_lm + lm];
+                            }
+                            const Real r = radial[n * n_l + l];
+                            radial_sum += dradial[n * n_l + l] * sa;
+                            gx += r * sx;
+                            gy += r * sy;
+                            gz += r * sz;
+                        }
+                    }
+                    pair_gradients(begin + k, 0) = radial_sum * u[0] + gx;
+                    pair_gradients(begin + k, 1) = radial_sum * u[1] + gy;
+                    pair_gradients(begin + k, 2) = radial_sum * u[2] + gz;
+                }
+            });
+        }
+    }
+    capture.rethrow();
+    // Serial reduction in pair order: the result is independent of the thread count.
+    dE_dr = Positions::Zero(n_atoms, 3);
+    dE_dstrain.setZero();
+    for (Index k = 0; k < neighbors.n_pairs(); ++k) {
+        const Index i = neighbors.first[k];
+        const Index j = neighbors.second[k];
+        for (int a = 0; a < 3; ++a) {
+            const Real g = pair_gradients(k, a);
+            dE_dr(j, a) += g;
+            dE_dr(i, a) -= g;
+            for (int b = 0; b < 3; ++b) {
+                dE_dstrain(a, b) += g * neighbors.vectors(k, b);
+            }
+        }
+    }
+}
+
+} // namespace gapx
