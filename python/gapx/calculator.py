@@ -1,0 +1,91 @@
+"""ASE calculator for a fitted gapx model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+__all__ = ["GAPCalculator"]
+
+
+class GAPCalculator(Calculator):
+    """ASE calculator evaluating a fitted :class:`gapx.GAP` model.
+
+    Parameters
+    ----------
+    model : gapx.GAP or str or os.PathLike
+        A fitted model, or the path of a model file written by ``model.save`` (loaded with
+        :func:`gapx.load`).
+    **kwargs
+        Passed to :class:`ase.calculators.calculator.Calculator` (``label``, ``directory``,
+        ``atoms``).
+
+    Notes
+    -----
+    One call of ``model.predict`` computes everything, because energy, forces and stress share
+    the descriptors and their gradients. ``results`` then holds ``energy`` (eV, float),
+    ``free_energy`` (= energy), ``energies`` (n_atoms,) eV, ``forces`` (n_atoms, 3) eV/Å,
+    ``stress`` (6,) eV/Å^3 in Voigt order xx, yy, zz, yz, xz, xy with ASE's sign (only for
+    cells of rank 3), ``energy_std`` (eV) and ``energies_std`` (n_atoms,) eV, the predictive
+    standard deviations of the total and local energies. With an Ewald baseline the model's
+    ``energy_longrange`` and ``energy_shortrange`` are passed through too.
+
+    ASE's :meth:`~ase.calculators.calculator.Calculator.check_state` decides when to recompute:
+    nothing is evaluated again unless positions, numbers, cell, pbc (or charges/magmoms) changed.
+    The user's ``Atoms`` is never modified: the model only ever sees the calculator's own copy.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    # Extra keys copied from the model's prediction into ``results`` when present.
+    extra_results = ("energy_std", "energies_std", "energy_longrange", "energy_shortrange")
+
+    def __init__(self, model, **kwargs):
+        from . import __version__
+        from .io import load
+
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"model file not found: {path}")
+            model_path = os.path.abspath(path)
+            model = load(path)
+        else:
+            model_path = None
+            if not callable(getattr(model, "predict", None)):
+                raise TypeError(
+                    "GAPCalculator needs a fitted gapx.GAP model or the path of a model file, "
+                    f"got {type(model).__name__}"
+                )
+        super().__init__(**kwargs)
+        self.model = model
+        # Model hyperparameters live on the model; parameters only say where it came from, so
+        # todict() stays small and meaningful.
+        self.parameters.update({"model_path": model_path, "version": __version__})
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        """Evaluate the model once and fill ``self.results`` with every property.
+
+        ``properties`` is ignored: all of them come from the same pass. ``self.atoms`` (a copy
+        the base class made of the user's atoms) is what the model sees.
+        """
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        prediction = self.model.predict(atoms)
+        n_atoms = len(atoms)
+        energy = float(prediction["energy"])
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": np.asarray(prediction["energies"], dtype=np.float64).reshape(n_atoms),
+            "forces": np.asarray(prediction["forces"], dtype=np.float64).reshape(n_atoms, 3),
+        }
+        if atoms.cell.rank == 3 and prediction.get("stress") is not None:
+            results["stress"] = np.asarray(prediction["stress"], dtype=np.float64).reshape(6)
+        for key in self.extra_results:
+            value = prediction.get(key)
+            if value is None:
+                continue
+            results[key] = float(value) if np.ndim(value) == 0 else np.asarray(value, float)
+        self.results = results
