@@ -1,0 +1,1 @@
+"""Slow, obviously-correct pure-NumPy/SciPy reference implementations used by the tests."""
