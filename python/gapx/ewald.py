@@ -322,7 +322,7 @@ def _real_space(positions, cell, charges, alpha, r_cut, n_threads, energies, for
     for a in range(3):
         forces[:, a] += np.bincount(i, weights=weights * vectors[:, a], minlength=n_atoms)
     # dE/dε_ab = ½ Σ_pairs q_i q_j φ'(d) D_a D_b / d.
-    de_dstrain += 0.5 * (vectors * weights[:, None]).T @ vectors
+    de_dstrain += 0.5 * np.einsum("p,pa,pb->ab", weights, vectors, vectors, optimize=True)
 
 
 def _kvector_indices(cell, k_cut):
@@ -354,42 +354,50 @@ def _reciprocal_space(positions, cell, charges, alpha, k_cut, energies, forces, 
     # exp(i k·r_j) = Π_a exp(2πi h_a s_ja) with fractional coordinates s: tabulate each factor
     # per atom once, then each k vector costs products and gathers instead of sin/cos.
     fractional = positions @ np.linalg.inv(cell)
+    # Layout (k, atom): gathering whole rows is a memcpy, gathering columns is not.
     phases = [
-        np.exp(2j * math.pi * fractional[:, a : a + 1] * np.arange(-kmax[a], kmax[a] + 1))
+        np.exp(2j * math.pi * np.arange(-kmax[a], kmax[a] + 1)[:, None] * fractional[:, a])
         for a in range(3)
-    ]  # phases[a][:, m + kmax[a]] = exp(2πi m s_a)
+    ]  # phases[a][m + kmax[a], j] = exp(2πi m s_ja)
     # Group k vectors by their (h, k) column: one product per column, gathered per k vector.
     columns, column_of = np.unique(indices[:, :2], axis=0, return_inverse=True)
     column_of = column_of.reshape(-1)
-    column_phase = phases[0][:, columns[:, 0] + kmax[0]] * phases[1][:, columns[:, 1] + kmax[1]]
+    column_phase = phases[0][columns[:, 0] + kmax[0]] * phases[1][columns[:, 1] + kmax[1]]
     third = indices[:, 2] + kmax[2]
 
     k2 = np.einsum("ij,ij->i", kvectors, kvectors)
     # Each half-space k stands for ±k, hence the 2 in the prefactor.
     prefactor = 2 * (2 * math.pi * COULOMB / volume) * np.exp(-k2 / (4 * alpha**2)) / k2
-    chunk = max(1, CHUNK_ELEMENTS // max(n_atoms, 1))
-    weighted = np.zeros((n_atoms, 4), dtype=np.complex128)
+    n_k = len(kvectors)
+    chunk = min(n_k, max(1, CHUNK_ELEMENTS // n_atoms))
+    # Buffers reused across chunks: fresh large arrays would page-fault on every chunk.
+    wave_buffer = np.empty((chunk, n_atoms), dtype=np.complex128)
+    factor_buffer = np.empty_like(wave_buffer)
+    weighted = np.zeros((4, n_atoms), dtype=np.complex128)
     strain = np.zeros((3, 3))
-    for start in range(0, len(kvectors), chunk):
-        stop = min(start + chunk, len(kvectors))
-        waves = column_phase[:, column_of[start:stop]]
-        waves *= phases[2][:, third[start:stop]]  # (n_atoms, chunk): exp(i k·r_j)
-        structure = charges @ waves  # S(k)
+    for start in range(0, n_k, chunk):
+        stop = min(start + chunk, n_k)
+        waves = wave_buffer[: stop - start]
+        np.take(column_phase, column_of[start:stop], axis=0, out=waves)
+        third_factor = factor_buffer[: stop - start]
+        np.take(phases[2], third[start:stop], axis=0, out=third_factor)
+        waves *= third_factor  # (chunk, n_atoms): exp(i k·r_j)
+        structure = waves @ charges  # S(k)
         pre = prefactor[start:stop]
         kv = kvectors[start:stop]
         # E_i = q_i Σ_k pre Re[e^{ik·r_i} S*(k)] sums to Σ_k pre |S|²; its gradient counts |S|²
         # twice: F_i = −∂E/∂r_i = 2 q_i Σ_k pre k Im[e^{ik·r_i} S*(k)].
-        coefficients = np.empty((stop - start, 4), dtype=np.complex128)
-        coefficients[:, 0] = pre * np.conj(structure)
-        coefficients[:, 1:] = coefficients[:, :1] * kv
-        weighted += waves @ coefficients
+        coefficients = np.empty((4, stop - start), dtype=np.complex128)
+        coefficients[0] = pre * np.conj(structure)
+        coefficients[1:] = coefficients[:1] * kv.T
+        weighted += coefficients @ waves
         # dE/dε_ab = Σ_k pre |S|² [−δ_ab + 2 k_a k_b (1/4α² + 1/k²)] (S and k·r are invariant).
         power = pre * np.abs(structure) ** 2
         strain -= np.eye(3) * power.sum()
         factor = 2 * power * (1 / (4 * alpha**2) + 1 / k2[start:stop])
         strain += (kv * factor[:, None]).T @ kv
-    energies += charges * weighted[:, 0].real
-    forces += 2 * charges[:, None] * weighted[:, 1:].imag
+    energies += charges * weighted[0].real
+    forces += 2 * charges[:, None] * weighted[1:].imag.T
     de_dstrain += strain
     return kmax, len(kvectors)
 
