@@ -127,6 +127,11 @@ def _radial_integrand(r, d, n_max, l_max, cutoff, sigma):
     return 4.0 * np.pi * (r**2 * gauss)[None, None] * basis[:, None] * bessel[None]
 
 
+@lru_cache(maxsize=4)
+def _gauss_legendre(n_points: int):
+    return np.polynomial.legendre.leggauss(n_points)
+
+
 def radial_integral(distances, cutoff: float, n_max: int, l_max: int, sigma: float):
     """I_nl(d) by Gauss–Legendre quadrature in a window around d, shape (n_d, n_max, l_max+1).
 
@@ -134,7 +139,7 @@ def radial_integral(distances, cutoff: float, n_max: int, l_max: int, sigma: flo
     which keeps every factor finite.
     """
     distances = np.atleast_1d(np.asarray(distances, dtype=float))
-    nodes, weights = np.polynomial.legendre.leggauss(N_RADIAL_POINTS)
+    nodes, weights = _gauss_legendre(N_RADIAL_POINTS)
     out = np.empty((len(distances), n_max, l_max + 1))
     for k, d in enumerate(distances):
         lower = max(0.0, d - WINDOW_SIGMAS * sigma)
