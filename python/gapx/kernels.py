@@ -1,0 +1,231 @@
+"""Covariance kernels between descriptor rows, with derivatives with respect to the first argument.
+
+Every kernel works on whole blocks of rows with NumPy/BLAS (one GEMM per call), never on single
+pairs. The energy scale ``delta**2`` is not part of the kernel: the GP multiplies it in.
+
+Three derivative forms are provided, because the sparse GP needs them in different places:
+
+* ``dk_dx(X, Y)`` -> (n, m, F), the full derivative (tests, small feature counts);
+* ``directional(X, Y, D, rows)`` -> (n_d, m): ``sum_f dk(x_{rows[d]}, y_m)/dx_f * D[d, f]``, used
+  to build force and virial rows from descriptor gradients ``D`` without forming ``dk_dx``;
+* ``gradient(X, Y, C)`` -> (n, F): ``sum_m C[i, m] dk(x_i, y_m)/dx_i``, dE/dX at prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_rows(X, name: str) -> np.ndarray:
+    array = np.ascontiguousarray(X, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array of rows, got shape {array.shape}")
+    return array
+
+
+def _coefficients(C, n: int, m: int) -> np.ndarray:
+    C = np.asarray(C, dtype=np.float64)
+    if C.ndim == 1:
+        C = np.broadcast_to(C[None, :], (n, m))
+    if C.shape != (n, m):
+        raise ValueError(f"coefficients must have shape ({m},) or ({n}, {m}), got {C.shape}")
+    return C
+
+
+class DotProduct:
+    """Dot-product kernel ``k(x, y) = (x_hat . y_hat)^zeta``.
+
+    Parameters
+    ----------
+    zeta : float
+        Positive exponent (QUIP's ``zeta``); integer values are exact for negative dot products.
+    normalise : bool
+        Normalise both arguments (the derivative then includes the normalisation). ``False``
+        assumes rows are already unit vectors (SOAP rows are) and uses ``(x . y)^zeta``.
+    """
+
+    type_name = "dot_product"
+
+    def __init__(self, zeta: float = 4.0, normalise: bool = True):
+        zeta = float(zeta)
+        if not np.isfinite(zeta) or zeta <= 0:
+            raise ValueError(f"zeta must be a positive number, got {zeta!r}")
+        self.zeta = zeta
+        self.normalise = bool(normalise)
+
+    def _unit(self, X):
+        if not self.normalise:
+            return X, np.ones(X.shape[0])
+        norms = np.linalg.norm(X, axis=1)
+        if np.any(norms == 0.0):
+            raise ValueError("the normalised dot-product kernel is undefined for an all-zero row")
+        return X / norms[:, None], norms
+
+    def _power(self, c, p):
+        if p == 0.0:
+            return np.ones_like(c)
+        if p == 1.0:
+            return c
+        return np.power(c, p)
+
+    def __call__(self, X, Y) -> np.ndarray:
+        Xh, _ = self._unit(_as_rows(X, "X"))
+        Yh, _ = self._unit(_as_rows(Y, "Y"))
+        return self._power(Xh @ Yh.T, self.zeta)
+
+    def diag(self, X) -> np.ndarray:
+        X = _as_rows(X, "X")
+        if self.normalise:
+            self._unit(X)
+            return np.ones(X.shape[0])
+        return self._power(np.einsum("if,if->i", X, X), self.zeta)
+
+    def dk_dx(self, X, Y) -> np.ndarray:
+        Xh, nx = self._unit(_as_rows(X, "X"))
+        Yh, _ = self._unit(_as_rows(Y, "Y"))
+        c = Xh @ Yh.T
+        w = self.zeta * self._power(c, self.zeta - 1.0)
+        d = Yh[None, :, :]
+        if self.normalise:
+            d = (d - c[:, :, None] * Xh[:, None, :]) / nx[:, None, None]
+        return w[:, :, None] * d
+
+    def directional(self, X, Y, D, rows) -> np.ndarray:
+        Xh, nx = self._unit(_as_rows(X, "X"))
+        Yh, _ = self._unit(_as_rows(Y, "Y"))
+        rows = np.asarray(rows, dtype=np.int64)
+        D = _as_rows(D, "D")
+        c_rows = Xh[rows] @ Yh.T
+        out = D @ Yh.T
+        if self.normalise:
+            along = np.einsum("df,df->d", D, Xh[rows])
+            out -= c_rows * along[:, None]
+            out /= nx[rows][:, None]
+        out *= self.zeta * self._power(c_rows, self.zeta - 1.0)
+        return out
+
+    def gradient(self, X, Y, C) -> np.ndarray:
+        Xh, nx = self._unit(_as_rows(X, "X"))
+        Yh, _ = self._unit(_as_rows(Y, "Y"))
+        c = Xh @ Yh.T
+        W = _coefficients(C, *c.shape) * (self.zeta * self._power(c, self.zeta - 1.0))
+        out = W @ Yh
+        if self.normalise:
+            out -= np.sum(W * c, axis=1)[:, None] * Xh
+            out /= nx[:, None]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"type": self.type_name, "zeta": self.zeta, "normalise": self.normalise}
+
+
+class SquaredExponential:
+    """Squared-exponential kernel ``k(x, y) = exp(-|x - y|^2 / (2 theta^2))``."""
+
+    type_name = "squared_exponential"
+
+    def __init__(self, theta: float = 1.0):
+        theta = float(theta)
+        if not np.isfinite(theta) or theta <= 0:
+            raise ValueError(f"theta (length scale) must be a positive number, got {theta!r}")
+        self.theta = theta
+
+    def __call__(self, X, Y) -> np.ndarray:
+        X = _as_rows(X, "X")
+        Y = _as_rows(Y, "Y")
+        sq = np.sum(X * X, axis=1)[:, None] + np.sum(Y * Y, axis=1)[None, :] - 2.0 * (X @ Y.T)
+        np.maximum(sq, 0.0, out=sq)
+        return np.exp(-0.5 * sq / self.theta**2)
+
+    def diag(self, X) -> np.ndarray:
+        return np.ones(_as_rows(X, "X").shape[0])
+
+    def dk_dx(self, X, Y) -> np.ndarray:
+        X = _as_rows(X, "X")
+        Y = _as_rows(Y, "Y")
+        k = self(X, Y)
+        return -k[:, :, None] * (X[:, None, :] - Y[None, :, :]) / self.theta**2
+
+    def directional(self, X, Y, D, rows) -> np.ndarray:
+        X = _as_rows(X, "X")
+        Y = _as_rows(Y, "Y")
+        D = _as_rows(D, "D")
+        rows = np.asarray(rows, dtype=np.int64)
+        Xr = X[rows]
+        k = self(Xr, Y)
+        along = np.einsum("df,df->d", D, Xr)
+        return -k * (along[:, None] - D @ Y.T) / self.theta**2
+
+    def gradient(self, X, Y, C) -> np.ndarray:
+        X = _as_rows(X, "X")
+        Y = _as_rows(Y, "Y")
+        k = self(X, Y)
+        W = _coefficients(C, *k.shape) * k
+        return -(np.sum(W, axis=1)[:, None] * X - W @ Y) / self.theta**2
+
+    def to_dict(self) -> dict:
+        return {"type": self.type_name, "theta": self.theta}
+
+
+class CutoffWeighted:
+    """``k((x, w), (y, v)) = w v k_inner(x, y)``: the last feature column is a weight.
+
+    The two-body term stores the smooth cutoff ``f_c(r)`` as that weight so that the kernel (and
+    every local energy) goes smoothly to zero at the cutoff, as QUIP's ``distance_2b``.
+    """
+
+    type_name = "cutoff_weighted"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @staticmethod
+    def _split(X):
+        return X[:, :-1], X[:, -1]
+
+    def __call__(self, X, Y) -> np.ndarray:
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        return w[:, None] * v[None, :] * self.inner(x, y)
+
+    def diag(self, X) -> np.ndarray:
+        x, w = self._split(_as_rows(X, "X"))
+        return w * w * self.inner.diag(x)
+
+    def dk_dx(self, X, Y) -> np.ndarray:
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        wv = w[:, None] * v[None, :]
+        d_inner = wv[:, :, None] * self.inner.dk_dx(x, y)
+        d_weight = (v[None, :] * self.inner(x, y))[:, :, None]
+        return np.concatenate([d_inner, d_weight], axis=2)
+
+    def directional(self, X, Y, D, rows) -> np.ndarray:
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        D = _as_rows(D, "D")
+        rows = np.asarray(rows, dtype=np.int64)
+        d_inner = self.inner.directional(x, y, D[:, :-1], rows)
+        k_inner = self.inner(x[rows], y)
+        return v[None, :] * (w[rows][:, None] * d_inner + D[:, -1][:, None] * k_inner)
+
+    def gradient(self, X, Y, C) -> np.ndarray:
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        C = _coefficients(C, x.shape[0], y.shape[0])
+        g_inner = self.inner.gradient(x, y, C * w[:, None] * v[None, :])
+        g_weight = np.sum(C * v[None, :] * self.inner(x, y), axis=1)
+        return np.concatenate([g_inner, g_weight[:, None]], axis=1)
+
+    def to_dict(self) -> dict:
+        return {"type": self.type_name, "inner": self.inner.to_dict()}
+
+
+_KERNELS = {"dot_product": DotProduct, "squared_exponential": SquaredExponential}
+
+
+def kernel_from_dict(data: dict):
+    """Rebuild a kernel from ``to_dict()`` output (fixed registry; no code is executed)."""
+    kind = data.get("type")
+    if kind == CutoffWeighted.type_name:
+        return CutoffWeighted(kernel_from_dict(data["inner"]))
+    if kind not in _KERNELS:
+        raise ValueError(f"unknown kernel type {kind!r}; known: {sorted(_KERNELS)}")
+    params = {k: v for k, v in data.items() if k != "type"}
+    return _KERNELS[kind](**params)
