@@ -20,7 +20,13 @@ from ase import Atoms
 from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine_info, time_call, write_json  # noqa: E402
+from _harness import (  # noqa: E402
+    add_common_arguments,
+    machine_info,
+    smoke_min_time,
+    time_call,
+    write_json,
+)
 
 import gapx  # noqa: E402
 
@@ -74,13 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--cutoff", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--smoke", action="store_true", help="one tiny system, for CI")
-    parser.add_argument("--json", type=Path, help="write results to this JSON file")
+    add_common_arguments(parser)
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.threads = [64], [1]
-    min_time = 0.05 if args.smoke else 1.0
+    min_time = smoke_min_time(args)
 
     results = []
     reference_codes = anchors()
@@ -124,7 +128,9 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process: {peak_mb:.0f} MB")
     if args.json:
-        write_json(args.json, {"machine": machine_info(), "results": results})
+        write_json(
+            args.json, {"machine": machine_info(["ase", "matscipy", "vesin"]), "results": results}
+        )
 
 
 if __name__ == "__main__":
