@@ -64,6 +64,8 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
     where = f"model file {path!r}"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{where} is corrupted or truncated: not a readable zip archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
