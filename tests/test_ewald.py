@@ -176,6 +176,34 @@ def test_invariances(rng):
     np.testing.assert_allclose(supercell["stress"], base["stress"], rtol=1e-6, atol=1e-10)
 
 
+def test_sum_by_centre_handles_empty_and_unsorted_groups(rng):
+    n_atoms = 7
+    centres = np.sort(rng.choice([0, 2, 3, 6], size=40))  # atoms 1, 4, 5 have no pairs
+    values = rng.normal(size=(40, 4))
+    expected = np.zeros((n_atoms, 4))
+    np.add.at(expected, centres, values)
+    np.testing.assert_allclose(gapx.ewald._sum_by_centre(centres, values, n_atoms), expected)
+    order = rng.permutation(40)
+    unsorted = gapx.ewald._sum_by_centre(centres[order], values[order], n_atoms)
+    np.testing.assert_allclose(unsorted, expected)
+
+
+def test_atoms_without_real_space_neighbours():
+    # A short real-space cutoff (large alpha) leaves the lone ion with no pair at all.
+    atoms = Atoms(
+        "NaClNaCl",
+        positions=[[1, 1, 1], [3.4, 1, 1], [9, 9, 9], [1, 9, 5]],
+        cell=np.diag([12.0, 12.5, 13.0]),
+        pbc=True,
+    )
+    reference = gapx.Ewald(NACL, accuracy=1e-12).calculate(atoms)
+    short = gapx.Ewald(NACL, accuracy=1e-12, alpha=2.0).calculate(atoms)
+    assert short["real_cutoff"] < 3.0
+    assert short["energy"] == pytest.approx(reference["energy"], rel=1e-10)
+    np.testing.assert_allclose(short["energies"], reference["energies"], atol=1e-9)
+    np.testing.assert_allclose(short["forces"], reference["forces"], atol=1e-9)
+
+
 def test_charges_from_arrays_match_table(rng):
     atoms = random_ionic(rng, 3)
     from_table = gapx.Ewald(NACL).calculate(atoms)
