@@ -62,10 +62,14 @@ class DotProduct:
         return X / norms[:, None], norms
 
     def _power(self, c, p):
+        # Small integer powers by multiplication: exact for negative c, and much faster.
         if p == 0.0:
             return np.ones_like(c)
-        if p == 1.0:
-            return c
+        if p == float(int(p)) and 1 <= p <= 8:
+            out = c.copy()
+            for _ in range(int(p) - 1):
+                out *= c
+            return out
         return np.power(c, p)
 
     def __call__(self, X, Y) -> np.ndarray:
@@ -95,13 +99,14 @@ class DotProduct:
         Yh, _ = self._unit(_as_rows(Y, "Y"))
         rows = np.asarray(rows, dtype=np.int64)
         D = _as_rows(D, "D")
-        c_rows = Xh[rows] @ Yh.T
+        # Dot products once per row, not once per derivative entry (rows repeat).
+        c = Xh @ Yh.T
         out = D @ Yh.T
         if self.normalise:
             along = np.einsum("df,df->d", D, Xh[rows])
-            out -= c_rows * along[:, None]
+            out -= c[rows] * along[:, None]
             out /= nx[rows][:, None]
-        out *= self.zeta * self._power(c_rows, self.zeta - 1.0)
+        out *= (self.zeta * self._power(c, self.zeta - 1.0))[rows]
         return out
 
     def gradient(self, X, Y, C) -> np.ndarray:
@@ -151,9 +156,8 @@ class SquaredExponential:
         Y = _as_rows(Y, "Y")
         D = _as_rows(D, "D")
         rows = np.asarray(rows, dtype=np.int64)
-        Xr = X[rows]
-        k = self(Xr, Y)
-        along = np.einsum("df,df->d", D, Xr)
+        k = self(X, Y)[rows]
+        along = np.einsum("df,df->d", D, X[rows])
         return -k * (along[:, None] - D @ Y.T) / self.theta**2
 
     def gradient(self, X, Y, C) -> np.ndarray:
@@ -203,7 +207,7 @@ class CutoffWeighted:
         D = _as_rows(D, "D")
         rows = np.asarray(rows, dtype=np.int64)
         d_inner = self.inner.directional(x, y, D[:, :-1], rows)
-        k_inner = self.inner(x[rows], y)
+        k_inner = self.inner(x, y)[rows]
         return v[None, :] * (w[rows][:, None] * d_inner + D[:, -1][:, None] * k_inner)
 
     def gradient(self, X, Y, C) -> np.ndarray:

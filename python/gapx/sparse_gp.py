@@ -67,10 +67,26 @@ def select_sparse(
 
 
 def leverage_scores(X: np.ndarray, rank: int) -> np.ndarray:
-    """Row leverage scores of ``X`` in its top-``rank`` left singular subspace (sum = rank)."""
-    U, s, _ = np.linalg.svd(X, full_matrices=False)
-    rank = min(rank, int(np.sum(s > s[0] * 1e-12)) if s.size and s[0] > 0 else 0)
-    return np.sum(U[:, :rank] ** 2, axis=1)
+    """Row leverage scores of ``X`` in its top-``rank`` left singular subspace (sum = rank).
+
+    Computed from the eigenvectors of the smaller Gram matrix (X X^T or X^T X) rather than a
+    full SVD: the scores only need the leading singular subspace, and this is several times
+    cheaper for the tall or wide matrices of training environments.
+    """
+    n_rows, n_features = X.shape
+    if n_rows <= n_features:
+        s2, U = scipy.linalg.eigh(X @ X.T, check_finite=False)
+    else:
+        s2, V = scipy.linalg.eigh(X.T @ X, check_finite=False)
+        U = None
+    order = np.argsort(s2)[::-1]
+    s2 = s2[order]
+    keep = order[: min(rank, int(np.sum(s2 > max(s2[0], 0.0) * 1e-12)))]
+    if U is not None:
+        return np.sum(U[:, keep] ** 2, axis=1)
+    # Left singular vectors u_k = X v_k / s_k.
+    projected = X @ V[:, keep]
+    return np.sum(projected**2 / s2[: keep.size][None, :], axis=1)
 
 
 def _cur_rows(X: np.ndarray, n_sparse: int, rng: np.random.Generator) -> np.ndarray:
