@@ -403,15 +403,16 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                         }
                     }
                 }
-                // Self term: the pair contributions depend on r_j - r_i only.
-                for (int q = 1; q < n_entries; ++q) {
-                    const Real *row = grad + q * row_size;
-                    for (Index f = 0; f < row_size; ++f) {
-                        grad[f] -= row[f];
+                // Normalisation, then the self term: the pair contributions depend on
+                // r_j - r_i only, so d x_i/d r_i = -sum_j d x_i/d r_j (each row is still in L1
+                // when it is subtracted).
+                for (int q = 3; q < 3 * n_entries; ++q) {
+                    Real *row = grad + q * n_feat;
+                    project_normalisation(row, x, inv_norm, n_feat);
+                    Real *self = grad + (q % 3) * n_feat;
+                    for (Index f = 0; f < n_feat; ++f) {
+                        self[f] -= row[f];
                     }
-                }
-                for (int q = 0; q < 3 * n_entries; ++q) {
-                    project_normalisation(grad + q * n_feat, x, inv_norm, n_feat);
                 }
 
                 // Strain: dc/deps_ab = sum_pairs dc/dD_a D_b (including an atom's own images),

@@ -3,8 +3,6 @@
 
 #include "gapx/errors.hpp"
 
-#include <Eigen/Eigenvalues>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -122,6 +120,218 @@ void scaled_bessel_i(Real x, int l_top, Real *out) {
 
 } // namespace detail
 
+namespace detail {
+namespace {
+
+// Double-double arithmetic (~32 significant digits), enough for the GTO overlap matrix whose
+// condition number reaches 1e16 at n_max = 12 and 1e22 at n_max = 16: in plain double its
+// smallest eigenvalues, and therefore S^{-1/2}, would be pure rounding noise.
+struct DoubleDouble {
+    double hi = 0.0;
+    double lo = 0.0;
+};
+using DD = DoubleDouble;
+
+DD quick_two_sum(double a, double b) {
+    const double s = a + b;
+    return {s, b - (s - a)};
+}
+
+DD two_sum(double a, double b) {
+    const double s = a + b;
+    const double bb = s - a;
+    return {s, (a - (s - bb)) + (b - bb)};
+}
+
+DD operator+(DD a, DD b) {
+    DD s = two_sum(a.hi, b.hi);
+    const DD t = two_sum(a.lo, b.lo);
+    s.lo += t.hi;
+    s = quick_two_sum(s.hi, s.lo);
+    s.lo += t.lo;
+    return quick_two_sum(s.hi, s.lo);
+}
+
+DD operator-(DD a) { return {-a.hi, -a.lo}; }
+DD operator-(DD a, DD b) { return a + (-b); }
+
+DD operator*(DD a, DD b) {
+    const double p = a.hi * b.hi;
+    double e = std::fma(a.hi, b.hi, -p);
+    e += a.hi * b.lo + a.lo * b.hi;
+    return quick_two_sum(p, e);
+}
+
+DD operator/(DD a, DD b) {
+    const double q1 = a.hi / b.hi;
+    DD r = a - b * DD{q1, 0.0};
+    const double q2 = r.hi / b.hi;
+    r = r - b * DD{q2, 0.0};
+    const double q3 = r.hi / b.hi;
+    return quick_two_sum(q1, q2) + DD{q3, 0.0};
+}
+
+DD dd_sqrt(DD a) {
+    if (a.hi <= 0.0) {
+        return {};
+    }
+    const double x = std::sqrt(a.hi);
+    const DD y{x, 0.0};
+    const DD r = a - y * y; // one Newton step doubles the number of correct digits
+    return y + DD{r.hi / (2.0 * x), 0.0};
+}
+
+DD dd_abs(DD a) { return a.hi < 0.0 ? -a : a; }
+
+} // namespace
+
+RowMatrix lowdin_orthonormalisation(Real cutoff, int n_max) {
+    const int n = n_max;
+    const DD pi{3.141592653589793116e+00, 1.224646799147353207e-16};
+    const DD sqrt_pi = dd_sqrt(pi);
+    const DD rc2 = DD{cutoff, 0.0} * DD{cutoff, 0.0};
+    // S_nk = 1/2 Γ(q) α^{-q}, q = (n+k+3)/2, α = 1/(2 s_n^2) + 1/(2 s_k^2)
+    //      = n_max^2 (m_n + m_k) / (2 r_c^2 m_n m_k) with s_n^2 = r_c^2 m_n / n_max^2, m = max(n, 1).
+    std::vector<DD> a(n * n);
+    for (int p = 0; p < n; ++p) {
+        for (int k = 0; k < n; ++k) {
+            const double mp = std::max(p, 1);
+            const double mk = std::max(k, 1);
+            const DD alpha = DD{static_cast<double>(n_max) * n_max * (mp + mk), 0.0} /
+                             (DD{2.0 * mp * mk, 0.0} * rc2);
+            const int twice_q = p + k + 3;
+            DD gamma{1.0, 0.0};
+            DD power{1.0, 0.0};
+            const DD inverse_alpha = DD{1.0, 0.0} / alpha;
+            if (twice_q % 2 == 0) { // Γ(q) = (q-1)!
+                for (int f = 2; f < twice_q / 2; ++f) {
+                    gamma = gamma * DD{static_cast<double>(f), 0.0};
+                }
+            } else { // Γ(j + 1/2) = (2j-1)!! / 2^j sqrt(pi)
+                const int j = twice_q / 2;
+                for (int f = 1; f <= 2 * j - 1; f += 2) {
+                    gamma = gamma * DD{static_cast<double>(f), 0.0};
+                }
+                gamma = gamma * DD{std::ldexp(1.0, -j), 0.0} * sqrt_pi;
+                power = DD{1.0, 0.0} / dd_sqrt(alpha);
+            }
+            for (int f = 0; f < twice_q / 2; ++f) {
+                power = power * inverse_alpha;
+            }
+            a[p * n + k] = DD{0.5, 0.0} * gamma * power;
+        }
+    }
+    const std::vector<DD> overlap = a;
+
+    // Cyclic Jacobi rotations: A -> J^T A J until diagonal, V accumulates the eigenvectors.
+    std::vector<DD> v(n * n);
+    for (int p = 0; p < n; ++p) {
+        v[p * n + p] = DD{1.0, 0.0};
+    }
+    for (int sweep = 0; sweep < 100; ++sweep) {
+        DD off{};
+        DD diagonal{};
+        for (int p = 0; p < n; ++p) {
+            diagonal = diagonal + a[p * n + p] * a[p * n + p];
+            for (int q = p + 1; q < n; ++q) {
+                off = off + a[p * n + q] * a[p * n + q];
+            }
+        }
+        if (off.hi <= 1e-66 * diagonal.hi) {
+            break;
+        }
+        for (int p = 0; p < n; ++p) {
+            for (int q = p + 1; q < n; ++q) {
+                const DD apq = a[p * n + q];
+                const double scale = std::sqrt(std::abs(a[p * n + p].hi * a[q * n + q].hi));
+                if (std::abs(apq.hi) <= 1e-40 * scale) {
+                    a[p * n + q] = DD{};
+                    a[q * n + p] = DD{};
+                    continue;
+                }
+                const DD theta = (a[q * n + q] - a[p * n + p]) / (DD{2.0, 0.0} * apq);
+                // t = sign(theta) / (|theta| + sqrt(theta^2 + 1)), ~1/(2 theta) for huge theta
+                DD t = std::abs(theta.hi) > 1e30
+                           ? DD{1.0, 0.0} / (DD{2.0, 0.0} * dd_abs(theta))
+                           : DD{1.0, 0.0} /
+                                 (dd_abs(theta) + dd_sqrt(theta * theta + DD{1.0, 0.0}));
+                if (theta.hi < 0.0) {
+                    t = -t;
+                }
+                const DD c = DD{1.0, 0.0} / dd_sqrt(t * t + DD{1.0, 0.0});
+                const DD s = t * c;
+                for (int k = 0; k < n; ++k) { // columns p, q
+                    const DD akp = a[k * n + p];
+                    const DD akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; ++k) { // rows p, q
+                    const DD apk = a[p * n + k];
+                    const DD aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                a[p * n + q] = DD{};
+                a[q * n + p] = DD{};
+                for (int k = 0; k < n; ++k) {
+                    const DD vkp = v[k * n + p];
+                    const DD vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    std::vector<DD> inv_sqrt(n);
+    for (int q = 0; q < n; ++q) {
+        if (!(a[q * n + q].hi > 0.0)) {
+            throw InvalidArgument("the GTO overlap matrix is numerically singular for n_max = " +
+                                  std::to_string(n_max) + "; use a smaller n_max");
+        }
+        inv_sqrt[q] = DD{1.0, 0.0} / dd_sqrt(a[q * n + q]);
+    }
+    std::vector<DD> w(n * n);
+    for (int p = 0; p < n; ++p) {
+        for (int k = 0; k < n; ++k) {
+            DD sum{};
+            for (int q = 0; q < n; ++q) {
+                sum = sum + v[p * n + q] * v[k * n + q] * inv_sqrt[q];
+            }
+            w[p * n + k] = sum;
+        }
+    }
+    // W S W must be the identity; refuse a basis whose orthonormalisation lost its accuracy.
+    double worst = 0.0;
+    for (int p = 0; p < n; ++p) {
+        for (int k = 0; k < n; ++k) {
+            DD sum{};
+            for (int x = 0; x < n; ++x) {
+                DD row{};
+                for (int y = 0; y < n; ++y) {
+                    row = row + overlap[x * n + y] * w[y * n + k];
+                }
+                sum = sum + w[p * n + x] * row;
+            }
+            worst = std::max(worst, std::abs(sum.hi + sum.lo - (p == k ? 1.0 : 0.0)));
+        }
+    }
+    if (!(worst < 1e-12)) {
+        throw InvalidArgument("n_max = " + std::to_string(n_max) +
+                              " is too large: the GTO overlap matrix is too ill-conditioned to "
+                              "orthonormalise accurately");
+    }
+    RowMatrix out(n, n);
+    for (int p = 0; p < n; ++p) {
+        for (int k = 0; k < n; ++k) {
+            out(p, k) = w[p * n + k].hi + w[p * n + k].lo;
+        }
+    }
+    return out;
+}
+
+} // namespace detail
+
 RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings) {
     const Real rc = settings.cutoff;
     const int n_max = settings.n_max;
@@ -144,19 +354,7 @@ RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings)
     for (int k = 0; k < n_max; ++k) {
         widths_[k] = rc * std::max(std::sqrt(static_cast<Real>(k)), 1.0) / n_max;
     }
-    // Overlap S_nk = 1/2 Γ((n+k+3)/2) α^{-(n+k+3)/2}, α = 1/(2 s_n^2) + 1/(2 s_k^2).
-    Eigen::MatrixXd overlap(n_max, n_max);
-    for (int n = 0; n < n_max; ++n) {
-        for (int k = 0; k < n_max; ++k) {
-            const Real alpha =
-                0.5 / (widths_[n] * widths_[n]) + 0.5 / (widths_[k] * widths_[k]);
-            const Real q = 0.5 * (n + k + 3);
-            overlap(n, k) = 0.5 * std::exp(std::lgamma(q) - q * std::log(alpha));
-        }
-    }
-    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(overlap);
-    const Eigen::VectorXd inv_sqrt = eigen.eigenvalues().cwiseSqrt().cwiseInverse();
-    transform_ = eigen.eigenvectors() * inv_sqrt.asDiagonal() * eigen.eigenvectors().transpose();
+    transform_ = detail::lowdin_orthonormalisation(rc, n_max);
 
     gauss_legendre(n_gauss, nodes_, weights_);
 

@@ -83,6 +83,11 @@ namespace detail {
 /// l = 0 .. l_top written to out[0 .. l_top], x >= 0 (series + downward recurrence for x < 50,
 /// closed forms + upward recurrence above, where it is stable for l_top up to ~30).
 void scaled_bessel_i(Real x, int l_top, Real *out);
+
+/// S^{-1/2} of the GTO overlap matrix (n_max x n_max), computed in double-double arithmetic
+/// (closed-form overlaps, Jacobi eigen-decomposition) because S is extremely ill-conditioned
+/// (condition number ~1e16 at n_max = 12). Throws InvalidArgument when even that is not enough.
+RowMatrix lowdin_orthonormalisation(Real cutoff, int n_max);
 } // namespace detail
 
 } // namespace gapx
