@@ -188,6 +188,19 @@ def test_sum_by_centre_handles_empty_and_unsorted_groups(rng):
     np.testing.assert_allclose(unsorted, expected)
 
 
+def test_blocks_of_pairs_and_k_vectors_give_the_same_sums(rng, monkeypatch):
+    atoms = random_ionic(rng, 4)
+    whole = gapx.Ewald(NACL).calculate(atoms)
+    # Blocks that split the pairs of one centre and the k vectors into many pieces.
+    monkeypatch.setattr(gapx.ewald, "PAIR_BLOCK", 37)
+    monkeypatch.setattr(gapx.ewald, "CHUNK_ELEMENTS", 5 * len(atoms))
+    blocked = gapx.Ewald(NACL).calculate(atoms)
+    assert blocked["energy"] == pytest.approx(whole["energy"], rel=1e-13)
+    np.testing.assert_allclose(blocked["energies"], whole["energies"], atol=1e-11)
+    np.testing.assert_allclose(blocked["forces"], whole["forces"], atol=1e-11)
+    np.testing.assert_allclose(blocked["stress"], whole["stress"], atol=1e-13)
+
+
 def test_atoms_without_real_space_neighbours():
     # A short real-space cutoff (large alpha) leaves the lone ion with no pair at all.
     atoms = Atoms(
