@@ -26,7 +26,7 @@ Per-code notes:
 * dscribe: ``SOAP(rbf="gto", periodic=True)``; ``create`` for values; ``derivatives`` for
   gradients, which for periodic systems is numerical (dscribe has no analytical derivatives with
   periodicity) and returns a dense (centres, atoms, 3, features) array, so it is timed on the
-  first ``DSCRIBE_GRADIENT_CENTRES`` centres and reported per centre.
+  first ``--dscribe-centres`` (default 64) centres and reported per centre.
 * quippy: ``Descriptor("soap ...").calc(atoms, grad=True)``, QUIP's cosine transition of 1 Å.
 
 Table: µs per atom (mean ± standard deviation over the repeats), and ``ratio`` = time / time of
@@ -77,7 +77,15 @@ def rattled_silicon(n_atoms: int) -> Atoms:
     return atoms
 
 
-def make_case(code: str, n_max: int, l_max: int, threads: int, gradients: bool, atoms: Atoms):
+def make_case(
+    code: str,
+    n_max: int,
+    l_max: int,
+    threads: int,
+    gradients: bool,
+    atoms: Atoms,
+    dscribe_centres: int = DSCRIBE_GRADIENT_CENTRES,
+):
     """(fn, n_centres) computing ``code``'s SOAP (and position gradients) of ``atoms``."""
     if code == "gapx":
         import gapx
@@ -123,7 +131,7 @@ def make_case(code: str, n_max: int, l_max: int, threads: int, gradients: bool, 
         )
         if not gradients:
             return (lambda: soap.create(atoms)), len(atoms)
-        centres = list(range(min(DSCRIBE_GRADIENT_CENTRES, len(atoms))))
+        centres = list(range(min(dscribe_centres, len(atoms))))
         return (lambda: soap.derivatives(atoms, centers=centres, method="auto")), len(centres)
     if code == "quippy":
         from quippy.descriptors import Descriptor
@@ -147,7 +155,9 @@ def run_worker(args) -> None:
             atoms = rattled_silicon(n_atoms)
             for mode in args.modes:
                 gradients = mode == "gradients"
-                fn, n_centres = make_case(code, n_max, l_max, threads, gradients, atoms)
+                fn, n_centres = make_case(
+                    code, n_max, l_max, threads, gradients, atoms, args.dscribe_centres
+                )
                 mean, std, repeats = time_call(fn, min_time=min_time)
                 results.append(
                     {
@@ -190,6 +200,7 @@ def spawn(code: str, threads: int, args) -> list[dict]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", code]
     command += ["--threads", str(threads), "--sizes", *map(str, args.sizes)]
     command += ["--settings", *args.settings, "--modes", *args.modes]
+    command += ["--dscribe-centres", str(args.dscribe_centres)]
     if args.smoke:
         command.append("--smoke")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -245,6 +256,12 @@ def main() -> None:
     )
     parser.add_argument("--modes", nargs="+", default=["values", "gradients"])
     parser.add_argument("--codes", nargs="+", default=list(CODES), choices=list(CODES))
+    parser.add_argument(
+        "--dscribe-centres",
+        type=int,
+        default=DSCRIBE_GRADIENT_CENTRES,
+        help="centres for dscribe's dense gradients (memory: centres x atoms x 3 x features)",
+    )
     parser.add_argument("--worker", choices=list(CODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
@@ -270,7 +287,7 @@ def main() -> None:
         "\nratio = time / fastest anchor's time at the same thread count (<1: faster);"
         " vs 1t = the code's 1-thread time / this time."
     )
-    print(f"dscribe gradients are per centre on the first {DSCRIBE_GRADIENT_CENTRES} centres.")
+    print(f"dscribe gradients are per centre on the first {args.dscribe_centres} centres.")
     info = machine_info([PACKAGES[code] for code in CODES if code != "gapx"])
     print(f"machine: {info['cpu']}, {info['usable_cpus']} usable CPUs, load {info['load_average']}")
     if args.json:
