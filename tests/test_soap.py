@@ -99,6 +99,7 @@ def test_too_large_n_max_is_refused():
         gapx.SOAP(species=["Si"], n_max=30, l_max=0)
 
 
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # round-off at 1e-15
 @pytest.mark.parametrize("distance", [0.0, 0.37, 2.1, 3.95])
 def test_radial_integral_against_scipy_quad(distance):
     soap = gapx.SOAP(species=["Si"], cutoff=4.0, n_max=6, l_max=7, atom_sigma=0.4)
