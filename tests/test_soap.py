@@ -3,6 +3,7 @@ density, invariances, cutoff smoothness, API and bad input."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -357,6 +358,10 @@ def test_to_dict_round_trip():
     assert restored.n_features == soap.n_features
     with pytest.raises(ValueError, match="unknown SOAP settings"):
         gapx.SOAP.from_dict({**data, "bogus": 1})
+    copied = copy.deepcopy(soap)
+    assert copied == soap
+    atoms = Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]])
+    np.testing.assert_array_equal(copied.compute(atoms), soap.compute(atoms))
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,10 @@ class SOAP:
             raise ValueError(f"unknown SOAP settings: {sorted(unknown)}")
         return cls(**data)
 
+    def __reduce__(self):
+        # The compiled core is rebuilt from the settings (copy.deepcopy, dask workers).
+        return (_from_dict, (self.to_dict(),))
+
     def _arrays(self, atoms):
         positions, cell, pbc, numbers = atoms_arrays(atoms)
         allowed = set(self.numbers)
@@ -287,3 +291,7 @@ class SOAP:
             positions, cell, pbc, numbers, grad, n_threads=self._threads()
         )
         return dE_dr, dE_dstrain
+
+
+def _from_dict(data: dict) -> SOAP:
+    return SOAP.from_dict(data)
