@@ -49,7 +49,8 @@ def random_system(rng):
     n_atoms = int(rng.integers(1, 501)) if rng.uniform() < 0.3 else int(rng.integers(1, 60))
     positions = rng.uniform(-0.2, 1.2, (n_atoms, 3)) @ cell  # some atoms outside the cell
     pbc = rng.uniform(size=3) < 0.6
-    cutoff = rng.uniform(0.2, 3.0) * shortest_height(cell)
+    # ASE's reference becomes very slow for cutoffs far below 1 Å, so keep at least that.
+    cutoff = max(rng.uniform(0.2, 3.0) * shortest_height(cell), 1.0)
     # Bound the cost of the reference: the number of pairs grows with density * cutoff^3.
     density = n_atoms / abs(np.linalg.det(cell))
     cutoff = min(cutoff, (20000 / max(n_atoms, 1) / density / 4.2) ** (1 / 3))
