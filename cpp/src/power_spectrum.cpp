@@ -261,6 +261,10 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
     const int n_nl = n_max * n_l;
     const int n_channels = expansion_.n_channels();
 
+    // Strain from the finished position-gradient rows costs 6 n_features per pair, from the
+    // density coefficients 9 n_max (l_max+1)^2 per pair (plus a per-centre contraction).
+    const bool entry_strain_is_cheaper =
+        6 * n_feat < 9 * static_cast<Index>(n_max) * static_cast<Index>(n_lm);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -415,11 +419,38 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                     }
                 }
 
-                // Strain: dc/deps_ab = sum_pairs dc/dD_a D_b (including an atom's own images),
-                // then through the bilinear power spectrum and the normalisation. Only a <= b:
-                // p is rotation invariant, so sum_pairs dp/dD_a D_b is symmetric in (a, b)
-                // (its antisymmetric part is the derivative along an infinitesimal rotation).
+                // Strain, d x/d eps_ab = sum_pairs d x/dD_a D_b. Only a <= b: x is rotation
+                // invariant, so this is symmetric in (a, b) (its antisymmetric part is the
+                // derivative along an infinitesimal rotation).
                 constexpr int upper[6][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 1}, {1, 2}, {2, 2}};
+                if (entry_strain_is_cheaper && n_entries - 1 == n_local) {
+                    // Every pair has its own entry (no merged or own images): the finished,
+                    // normalised position-gradient rows are d x/dD of the pairs.
+                    for (int q = 1; q < n_entries; ++q) {
+                        const Index pair = begin + sc.order[q - 1].second;
+                        const Real *row = grad + q * row_size;
+                        for (int ab = 0; ab < 6; ++ab) {
+                            const Real d_beta = neighbors.vectors(pair, upper[ab][1]);
+                            const Real *source = row + upper[ab][0] * n_feat;
+                            Real *target = strain + (3 * upper[ab][0] + upper[ab][1]) * n_feat;
+                            for (Index f = 0; f < n_feat; ++f) {
+                                target[f] += source[f] * d_beta;
+                            }
+                        }
+                    }
+                    for (int ab = 0; ab < 6; ++ab) {
+                        const int alpha = upper[ab][0];
+                        const int beta = upper[ab][1];
+                        if (alpha != beta) {
+                            const Real *row = strain + (3 * alpha + beta) * n_feat;
+                            std::copy(row, row + n_feat, strain + (3 * beta + alpha) * n_feat);
+                        }
+                    }
+                    return;
+                }
+                // Otherwise dc/deps_ab = sum_pairs dc/dD_a D_b (including an atom's own
+                // images), then through the bilinear power spectrum and the normalisation:
+                // cheaper when there are many species (n_features grows as n_species^2).
                 std::fill(sc.dc_deps.begin(), sc.dc_deps.end(), 0.0);
                 const size_t block = static_cast<size_t>(n_channels) * n_lm;
                 for (int k = 0; k < n_local; ++k) {
