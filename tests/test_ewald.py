@@ -125,6 +125,34 @@ def test_forces_and_stress_match_finite_differences(seed):
     check_derivatives(gapx.Ewald(NACL, accuracy=FD_ACCURACY, alpha=default_alpha), atoms)
 
 
+def test_stress_sign_matches_ase_numerical_stress(rng):
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.calculators.fd import calculate_numerical_stress
+
+    ewald = gapx.Ewald(NACL, accuracy=FD_ACCURACY, alpha=0.5)
+
+    class EwaldCalculator(Calculator):
+        implemented_properties = ["energy", "free_energy", "stress"]
+
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            result = ewald.calculate(self.atoms)
+            self.results = {
+                "energy": result["energy"],
+                "free_energy": result["energy"],
+                "stress": result["stress"],
+            }
+
+    atoms = random_ionic(rng, 3)
+    atoms.calc = EwaldCalculator()
+    numerical = calculate_numerical_stress(atoms, eps=1e-5)
+    analytic = atoms.get_stress()
+    assert np.max(np.abs(analytic)) > 1e-4
+    np.testing.assert_allclose(
+        analytic, numerical, rtol=1e-6, atol=1e-6 * np.max(np.abs(numerical))
+    )
+
+
 def test_charged_cell_with_background():
     rng = np.random.default_rng(5)
     atoms = random_ionic(rng, 3)

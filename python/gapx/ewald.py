@@ -16,6 +16,14 @@ The Ewald split of a fully periodic cell with volume V, charges q_i and splittin
 
 E_bg is the energy of a uniform neutralising background, needed (and only allowed with
 ``background=True``) when Q ≠ 0; without it the energy of a charged periodic cell is infinite.
+
+Per-atom energies split each term naturally: half of every real-space pair energy to each of
+its atoms, q_i Re[exp(i k·r_i) S*(k)] of each reciprocal term to atom i, the self term to its
+own atom and the background in proportion to q_i. Atom i then gets ½ q_i times the
+electrostatic potential at r_i, which does not depend on α; the energies sum to the total.
+
+A non-periodic system is summed directly, E = (k_e/2) Σ_{i≠j} q_i q_j / r_ij, over blocks of
+rows of the pair matrix (O(N²) time, O(N) memory). Mixed periodicity is refused.
 """
 
 from __future__ import annotations
