@@ -221,6 +221,7 @@ class GAP:
         memory of the stacked design matrix, the e0 used and the fit time.
         """
         start = time.perf_counter()
+        clock = _PhaseClock()
         frames = list(frames)
         if not frames:
             raise ValueError("fit needs at least one frame")
@@ -264,6 +265,7 @@ class GAP:
                 rows = term.rows(atoms, gradients=False)
                 for kind in np.unique(rows.kinds):
                     values[t].setdefault(int(kind), []).append(rows.X[rows.kinds == kind])
+        clock.lap("descriptors")
         self.sparse_sets = []
         offset = 0
         for t, term in enumerate(self.terms):
@@ -284,6 +286,7 @@ class GAP:
                 offset += points.shape[0]
         del values
         n_columns = offset
+        clock.lap("sparse_selection")
 
         n_energy = sum(e is not None for e, _, _, _ in targets)
         n_force = sum(
@@ -337,9 +340,13 @@ class GAP:
         assert row == n_obs
         for s in self.sparse_sets:
             A[n_obs + s.offset : n_obs + s.offset + s.size, s.columns] = s.factor.T
+        clock.lap("design_rows")
         self.alpha, self.R = sparse_gp.qr_solve(A, n_columns)
         del A
+        clock.lap("qr_solve")
         self.summary["fit_seconds"] = time.perf_counter() - start
+        self.summary["phase_seconds"] = clock.wall
+        self.summary["phase_cpu_seconds"] = clock.cpu
         return self.summary
 
     def _fill_block(self, A, row, block, block_rows, frames, targets, n_columns) -> int:
@@ -612,6 +619,23 @@ class GAP:
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         return model
+
+
+class _PhaseClock:
+    """Wall and process-CPU seconds of consecutive fit phases (CPU time says how much of the
+    machine a phase got when others share it)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.wall[name] = wall - self._wall
+        self.cpu[name] = cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
 
 
 def _voigt_to_matrix(stress) -> np.ndarray:
