@@ -96,23 +96,36 @@ void power_spectrum_derivative(const Real *c, const Real *dc, int n_channels, in
     }
 }
 
+/// x . y with four independent partial sums (a single running sum is bound by the latency of
+/// the additions; the compiler may not reassociate floating-point sums itself).
+inline Real dot_product(const Real *x, const Real *y, Index n) {
+    Real s0 = 0.0;
+    Real s1 = 0.0;
+    Real s2 = 0.0;
+    Real s3 = 0.0;
+    Index f = 0;
+    for (; f + 4 <= n; f += 4) {
+        s0 += x[f] * y[f];
+        s1 += x[f + 1] * y[f + 1];
+        s2 += x[f + 2] * y[f + 2];
+        s3 += x[f + 3] * y[f + 3];
+    }
+    for (; f < n; ++f) {
+        s0 += x[f] * y[f];
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
 /// Chain rule through x = p/|p|: row <- (row - x (x . row)) / |p|.
 inline void project_normalisation(Real *row, const Real *x, Real inv_norm, Index n_features) {
-    Real dot = 0.0;
-    for (Index f = 0; f < n_features; ++f) {
-        dot += x[f] * row[f];
-    }
+    const Real dot = dot_product(x, row, n_features);
     for (Index f = 0; f < n_features; ++f) {
         row[f] = (row[f] - x[f] * dot) * inv_norm;
     }
 }
 
 Real normalise(const Real *p, Real *x, Index n_features) {
-    Real norm2 = 0.0;
-    for (Index f = 0; f < n_features; ++f) {
-        norm2 += p[f] * p[f];
-    }
-    const Real norm = std::sqrt(norm2);
+    const Real norm = std::sqrt(dot_product(p, p, n_features));
     const Real inv = norm > 0.0 ? 1.0 / norm : 0.0;
     for (Index f = 0; f < n_features; ++f) {
         x[f] = p[f] * inv;
