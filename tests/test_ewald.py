@@ -128,6 +128,18 @@ def test_forces_and_stress_match_finite_differences(seed):
     check_derivatives(gapx.Ewald(NACL, accuracy=FD_ACCURACY, alpha=default_alpha), atoms)
 
 
+def test_pair_cap_shortens_the_real_space_cutoff(rng, monkeypatch):
+    atoms = random_ionic(rng, 4)
+    free = gapx.Ewald(NACL).calculate(atoms)
+    monkeypatch.setattr(gapx.ewald, "MAX_PAIRS", 40)
+    capped = gapx.Ewald(NACL).calculate(atoms)
+    pairs = len(atoms) ** 2 * 4 * np.pi / 3 * capped["real_cutoff"] ** 3 / atoms.get_volume()
+    assert pairs == pytest.approx(40)
+    assert capped["real_cutoff"] < 0.8 * free["real_cutoff"]
+    assert capped["n_kvectors"] > free["n_kvectors"]
+    assert capped["energy"] == pytest.approx(free["energy"], rel=ALPHA_RTOL)
+
+
 def test_stress_sign_matches_ase_numerical_stress(rng):
     from ase.calculators.calculator import Calculator, all_changes
     from ase.calculators.fd import calculate_numerical_stress

@@ -46,6 +46,8 @@ NEUTRALITY_TOL = 1e-8  # |sum of charges| below this counts as neutral
 # that of one (atom, half-space k vector) term (≈ 12 ns): w ≈ 17. It is flat from 10 to 40 on
 # 10 648 NaCl ions; 40 is taken because it halves the neighbour-list memory relative to 17.
 REAL_TO_RECIPROCAL_COST = 40.0
+# Largest full neighbour list the default alpha allows (about 60 bytes per pair).
+MAX_PAIRS = 2.5e7
 # Pairs per block of the real-space sum: temporaries stay in cache (several times faster).
 PAIR_BLOCK = 1 << 15
 # Elements per temporary (chunk x n_atoms) array in the reciprocal and direct sums; small enough
@@ -70,7 +72,9 @@ class Ewald:
         non-neutral periodic cell raises ``ValueError``.
     alpha : float or None
         Splitting parameter in 1/Å. By default it balances the cost of the real-space and
-        reciprocal-space sums, α = √π (w N / V²)^{1/6}, which makes the cost O(N^{3/2}).
+        reciprocal-space sums, α = √π (w N / V²)^{1/6}, which makes the cost O(N^{3/2}); for
+        very large cells α grows so that the real-space neighbour list stays below ``MAX_PAIRS``
+        pairs (about 1.5 GB).
     """
 
     def __init__(
@@ -225,6 +229,10 @@ class Ewald:
             # Real-space cost ~ N ρ r_c³ ∝ N²/(V α³), reciprocal ~ N V k_c³ ∝ N V α³: equal at
             # α⁶ ∝ N/V² (Perram, Petersen & de Leeuw 1988), so the total is O(N^{3/2}).
             alpha = math.sqrt(math.pi) * (REAL_TO_RECIPROCAL_COST * n_atoms / volume**2) ** (1 / 6)
+            # The neighbour list holds N² (4π/3) r_c³ / V pairs, O(N^{3/2}): past MAX_PAIRS,
+            # shorten r_c (more k vectors, slower) so memory stays bounded.
+            max_cutoff = (MAX_PAIRS * volume / (n_atoms**2 * 4 * math.pi / 3)) ** (1 / 3)
+            alpha = max(alpha, p / max_cutoff)
         return alpha, p / alpha, 2.0 * p * alpha
 
     def _periodic(self, positions, cell, charges, n_threads) -> dict:
