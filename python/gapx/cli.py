@@ -136,6 +136,12 @@ def _check_keys(table: dict, valid, where: str) -> None:
         )
 
 
+def _fit_keys() -> list[str]:
+    """``gapx.GAP`` keywords settable in ``[fit]`` (label names go in ``[keys]``)."""
+    skip = ("terms", "baseline", "verbose", *(f"{k}_key" for k in DEFAULT_KEYS))
+    return _keyword_names(_gapx().GAP, skip=skip)
+
+
 def read_config(path: str) -> dict:
     """Read a TOML config file, turning parse errors into CLIError."""
     if not os.path.isfile(path):
@@ -236,8 +242,7 @@ def validate_config(config: dict) -> dict:
             f"terms[{index}] ({kind})",
         )
     fit = config.setdefault("fit", {})
-    fit_keys = _keyword_names(gapx.GAP, skip=("terms", "descriptors", "baseline", "self"))
-    _check_keys(fit, fit_keys, "[fit]")
+    _check_keys(fit, _fit_keys(), "[fit]")
     keys = config.setdefault("keys", {})
     _check_keys(keys, DEFAULT_KEYS, "[keys]")
     for key, value in keys.items():
@@ -284,10 +289,9 @@ def build_model(config: dict, species: list[str]):
             baseline = gapx.Ewald(**kwargs)
         except (TypeError, ValueError) as error:
             raise CLIError(f"[baseline]: {error}") from None
+    keys = {f"{name}_key": value for name, value in config["keys"].items()}
     try:
-        if baseline is not None:
-            return gapx.GAP(terms, baseline=baseline, **fit)
-        return gapx.GAP(terms, **fit)
+        return gapx.GAP(terms, baseline=baseline, **keys, **fit)
     except (TypeError, ValueError) as error:
         raise CLIError(f"[fit]: {error}") from None
 
@@ -316,80 +320,25 @@ def read_frames(paths, index: str = ":") -> list:
     return frames
 
 
-def _calc_results(atoms) -> dict:
-    calc = atoms.calc
-    return dict(getattr(calc, "results", {}) or {}) if calc is not None else {}
-
-
-def frame_labels(atoms, keys: dict) -> dict:
+def frame_labels(atoms, keys: dict, frame: int = 0) -> dict:
     """Reference labels of one frame: ``energy`` (eV), ``forces`` (N,3), ``virial`` (3,3) eV.
 
-    Labels are looked up under the names in ``keys`` in the calculator results that ase.io
-    attaches (standard names), then in ``atoms.info`` / ``atoms.arrays``. A stress is turned
-    into a virial, ``virial = -stress * volume``.
+    Found exactly as ``GAP.fit`` finds them (:func:`gapx.io.extract_labels`, with the label
+    names of ``keys``); a stress label is converted to ``virial = -stress * volume``.
     """
-    results = _calc_results(atoms)
-    labels = {}
-    energy = results.get(keys["energy"], atoms.info.get(keys["energy"]))
-    if energy is not None:
-        labels["energy"] = float(energy)
-    forces = results.get(keys["forces"])
-    if forces is None:
-        forces = atoms.arrays.get(keys["forces"])
-    if forces is not None:
-        labels["forces"] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
-    virial = results.get(keys["virial"], atoms.info.get(keys["virial"]))
-    if virial is not None:
-        labels["virial"] = np.asarray(virial, dtype=np.float64).reshape(3, 3)
-    else:
-        stress = results.get(keys["stress"], atoms.info.get(keys["stress"]))
-        if stress is not None and atoms.cell.rank == 3:
-            stress = np.asarray(stress, dtype=np.float64)
-            if stress.size == 6:
-                from ase.stress import voigt_6_to_full_3x3_stress
+    from .io import extract_labels
 
-                stress = voigt_6_to_full_3x3_stress(stress)
-            labels["virial"] = -stress.reshape(3, 3) * atoms.get_volume()
-    return labels
+    names = {f"{name}_key": value for name, value in keys.items()}
+    labels = extract_labels(atoms, frame, **names)
+    found = {"energy": labels.energy, "forces": labels.forces, "virial": labels.virial}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def config_type(atoms, keys: dict) -> str:
     return str(atoms.info.get(keys["config_type"], "default"))
 
 
-def training_frames(frames, keys: dict) -> list:
-    """Copies of ``frames`` whose labels sit where ``GAP.fit`` reads them.
-
-    Labels go into a SinglePointCalculator under ASE's standard names (energy, forces, stress),
-    and the config type into ``info["config_type"]``; other info entries (per-frame sigmas) are
-    kept. The user's files may use other names (the ``[keys]`` table).
-    """
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.stress import full_3x3_to_voigt_6_stress
-
-    out = []
-    for atoms in frames:
-        labels = frame_labels(atoms, keys)
-        clean = atoms.copy()
-        clean.calc = None
-        clean.info["config_type"] = config_type(atoms, keys)
-        results = {}
-        if "energy" in labels:
-            results["energy"] = labels["energy"]
-        if "forces" in labels:
-            results["forces"] = labels["forces"]
-        if "virial" in labels:
-            clean.info["virial"] = labels["virial"]
-            if atoms.cell.rank == 3:
-                stress = -labels["virial"] / atoms.get_volume()
-                results["stress"] = full_3x3_to_voigt_6_stress(stress)
-        if results:
-            clean.calc = SinglePointCalculator(clean, **results)
-        out.append(clean)
-    return out
-
-
-def data_summary(frames, keys: dict) -> dict:
+def data_summary(frames, keys: dict, hint: str = "") -> dict:
     """Counts describing a training or test set."""
     n_atoms = np.array([len(a) for a in frames])
     species = Counter()
@@ -397,8 +346,14 @@ def data_summary(frames, keys: dict) -> dict:
         species.update(atoms.get_chemical_symbols())
     types = Counter(config_type(a, keys) for a in frames)
     present = Counter()
-    for atoms in frames:
-        present.update(frame_labels(atoms, keys).keys())
+    atoms_with_forces = 0
+    for index, atoms in enumerate(frames):
+        try:
+            found = frame_labels(atoms, keys, index)
+        except ValueError as error:
+            raise CLIError(f"{error} {hint}".rstrip()) from None
+        present.update(found.keys())
+        atoms_with_forces += len(atoms) if "forces" in found else 0
     return {
         "n_frames": len(frames),
         "n_atoms": int(n_atoms.sum()),
@@ -406,6 +361,7 @@ def data_summary(frames, keys: dict) -> dict:
         "species": dict(sorted(species.items(), key=lambda kv: _atomic_number(kv[0]))),
         "config_types": dict(types),
         "labels": {k: int(present.get(k, 0)) for k in ("energy", "forces", "virial")},
+        "atoms_with_forces": atoms_with_forces,
         "periodic": int(sum(a.cell.rank == 3 and all(a.pbc) for a in frames)),
     }
 
@@ -433,19 +389,27 @@ def print_summary(summary: dict, stream=None) -> None:
     print(f"  labelled frames: {labels}", file=stream)
 
 
-def memory_estimate(model, frames, summary: dict) -> int:
-    """Bytes needed by the fit's design matrix: the model's own estimate when it offers one."""
-    estimator = getattr(model, "estimate_memory", None)
-    if callable(estimator):
-        try:
-            return int(estimator(frames))
-        except Exception:  # fall back to the rough count below
-            pass
-    n_rows = summary["labels"]["energy"] + 9 * summary["labels"]["virial"]
-    n_rows += 3 * sum(len(a) for a in frames)
-    n_cols = sum(int(getattr(t, "n_sparse", 0) or 0) for t in getattr(model, "terms", []))
-    # K_NM plus the stacked QR copy, float64.
-    return 2 * 8 * n_rows * max(n_cols, 1)
+def memory_estimate(model, summary: dict) -> tuple[int, int]:
+    """(design matrix, peak) bytes of the fit, estimated from the data before fitting.
+
+    Mirrors ``GAP.fit``: one float64 row per energy, force component and virial component (6)
+    plus one per sparse point, one column per sparse point (+1 for the targets); sparse points
+    are counted per kind (centre species for SOAP, species pair for two-body terms), capped by
+    the atoms available. The peak adds the descriptor-gradient block (``block_memory``).
+    """
+    species = summary["species"]
+    n_columns = 0
+    for term in model.terms:
+        n_sparse = int(getattr(term, "n_sparse", 0) or 0)
+        if type(term).__name__ == "TwoBody":
+            n_kinds = len(species) * (len(species) + 1) // 2
+            n_columns += n_sparse * n_kinds
+        else:
+            n_columns += sum(min(n_sparse, count) for count in species.values())
+    labels = summary["labels"]
+    n_obs = labels["energy"] + 6 * labels["virial"] + 3 * summary["atoms_with_forces"]
+    design = 8 * (n_obs + n_columns) * (n_columns + 1)
+    return design, design + int(getattr(model, "block_memory", 0))
 
 
 def _format_bytes(n: float) -> str:
@@ -454,6 +418,32 @@ def _format_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# Below this many atoms per structure, threads cost more than they save: evaluation of small
+# molecules is faster on one thread, and much faster when the cores are oversubscribed.
+SMALL_SYSTEM = 100
+
+
+def thread_limit(threads: int | None, n_atoms: int | None = None):
+    """Context limiting OpenMP and BLAS threads (threadpoolctl) for one command.
+
+    ``threads`` None means automatic: one thread for systems below ``SMALL_SYSTEM`` atoms,
+    otherwise the library defaults (``OMP_NUM_THREADS``).
+    """
+    import contextlib
+
+    if threads is None and n_atoms is not None and n_atoms < SMALL_SYSTEM:
+        threads = 1
+    if threads is None:
+        return contextlib.nullcontext()
+    if threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {threads}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the library defaults apply
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,22 +458,22 @@ def cmd_fit(args) -> int:
     config = validate_config(config)
     keys = config["keys"]
     frames = read_frames(args.train)
-    summary = data_summary(frames, keys)
+    summary = data_summary(frames, keys, "(label names come from the [keys] table of the config)")
     print_summary(summary)
-    if summary["labels"]["energy"] + summary["labels"]["forces"] == 0:
-        raise CLIError(
-            f"no frame has an energy (key {keys['energy']!r}) or forces (key "
-            f"{keys['forces']!r}); set the [keys] table to the names used in the files"
-        )
     species = list(summary["species"])
     model = build_model(config, species)
-    print(f"memory estimate for the fit: {_format_bytes(memory_estimate(model, frames, summary))}")
+    design, peak = memory_estimate(model, summary)
+    print(
+        f"memory estimate for the fit: design matrix {_format_bytes(design)}, "
+        f"peak about {_format_bytes(peak)}"
+    )
     output = args.output or config["output"].get("model") or "model.gapx"
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise CLIError(f"output directory does not exist: {directory}")
     start = time.perf_counter()
-    model.fit(training_frames(frames, keys))
+    with thread_limit(args.threads):
+        model.fit(frames)
     elapsed = time.perf_counter() - start
     model.save(output)
     print(f"fitted in {elapsed:.1f} s; model written to {output}")
@@ -516,8 +506,9 @@ def evaluate(model, frames, keys: dict, progress: bool = True) -> dict:
 
     groups: dict[str, dict[str, list]] = {}
     parity = {"energy": [], "forces": [], "config_type": [], "force_config_type": []}
-    for atoms in tqdm(frames, desc="eval", unit="frame", disable=not progress, leave=False):
-        labels = frame_labels(atoms, keys)
+    bar = tqdm(frames, desc="eval", unit="frame", disable=not progress, leave=False)
+    for index, atoms in enumerate(bar):
+        labels = frame_labels(atoms, keys, index)
         structure = atoms.copy()
         structure.calc = None
         out = model.predict(structure)
@@ -652,8 +643,10 @@ def cmd_eval(args) -> int:
             )
         keys[name] = value
     frames = read_frames([args.data])
-    print_summary(data_summary(frames, keys))
-    result, parity = evaluate(model, frames, keys, progress=not args.quiet)
+    print_summary(data_summary(frames, keys, "(set label names with --key NAME=KEY)"))
+    largest = max(len(a) for a in frames)
+    with thread_limit(args.threads, largest):
+        result, parity = evaluate(model, frames, keys, progress=not args.quiet)
     print(format_error_table(result))
     if args.json:
         with open(args.json, "w") as handle:
@@ -670,6 +663,16 @@ def cmd_eval(args) -> int:
 # --------------------------------------------------------------------------------------------
 # gapx md
 # --------------------------------------------------------------------------------------------
+
+
+def thermalize(atoms, temperature: float, rng) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature`` K (ASE >= 3.29 renamed the function)."""
+    from ase.md import velocitydistribution
+
+    if hasattr(velocitydistribution, "thermalize_momenta"):
+        velocitydistribution.thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    else:  # pragma: no cover - older ASE
+        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
 
 
 def run_md(
@@ -697,11 +700,7 @@ def run_md(
     """
     from ase import units
     from ase.io.trajectory import Trajectory
-    from ase.md.velocitydistribution import (
-        MaxwellBoltzmannDistribution,
-        Stationary,
-        ZeroRotation,
-    )
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
     from tqdm.auto import tqdm
 
@@ -709,7 +708,7 @@ def run_md(
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     if init_velocities:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize(atoms, temperature, rng)
         Stationary(atoms)
         if not any(atoms.pbc):
             ZeroRotation(atoms)
@@ -816,7 +815,18 @@ def cmd_md(args) -> int:
     frames = read_frames([args.start], index=str(args.index))
     atoms = frames[0]
     calc = GAPCalculator(model)
-    summary = run_md(
+    with thread_limit(args.threads, len(atoms)):
+        summary = _run_md_command(args, atoms, calc)
+    print(format_md_summary(summary))
+    if args.trajectory:
+        print(f"trajectory written to {args.trajectory}")
+    if args.log:
+        print(f"log written to {args.log}")
+    return EXIT_OK
+
+
+def _run_md_command(args, atoms, calc) -> dict:
+    return run_md(
         atoms,
         calc,
         steps=args.steps,
@@ -831,12 +841,6 @@ def cmd_md(args) -> int:
         log_interval=args.log_interval,
         progress=not args.quiet,
     )
-    print(format_md_summary(summary))
-    if args.trajectory:
-        print(f"trajectory written to {args.trajectory}")
-    if args.log:
-        print(f"log written to {args.log}")
-    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
@@ -844,84 +848,63 @@ def cmd_md(args) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _describe(obj) -> dict:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.repr}
-    params = {}
-    for name in _keyword_names(type(obj)):
-        if hasattr(obj, name):
-            params[name] = getattr(obj, name)
-    return params
-
-
 def _short(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array{value.shape}" if value.size > 8 else np.array2string(value, precision=6)
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def model_info(model, path: str | None = None) -> str:
-    """Human-readable description of a model: species, terms, hyperparameters, training."""
-    gapx = _gapx()
-    lines = []
-    if path:
-        lines.append(f"model file: {path} ({_format_bytes(os.path.getsize(path))})")
-    version = getattr(model, "format_version", None)
-    if version is None and path:
-        version = _file_format_version(path)
-    lines.append(f"format version: {version if version is not None else 'unknown'}")
-    lines.append(f"gapx version: {gapx.__version__}")
-    species = getattr(model, "species", None)
-    if species is not None:
-        lines.append(f"species: {', '.join(map(str, species))}")
-    e0 = getattr(model, "e0", None)
-    if e0 is not None:
-        if isinstance(e0, dict):
-            e0 = ", ".join(f"{k} {v:.6f}" for k, v in e0.items())
-        lines.append(f"e0 (eV): {e0}")
-    terms = list(getattr(model, "terms", None) or getattr(model, "descriptors", None) or [])
-    for index, term in enumerate(terms):
-        lines.append(f"term {index}: {type(term).__name__}")
-        for name, value in _describe(term).items():
+def model_info(path: str) -> str:
+    """Human-readable description of a model file: what it is and how it was trained."""
+    from .io import read_model_file
+
+    header, arrays = read_model_file(path)
+    lines = [
+        f"model file: {path} ({_format_bytes(os.path.getsize(path))})",
+        f"format: {header.get('format', '?')} version {header.get('format_version', '?')}, "
+        f"written by gapx {header.get('gapx_version', '?')}",
+        f"species: {', '.join(header.get('species', []))}",
+    ]
+    e0 = header.get("e0") or {}
+    lines.append("e0 (eV/atom): " + ", ".join(f"{k} {v:.6f}" for k, v in e0.items()))
+    for index, term in enumerate(header.get("terms", [])):
+        term = dict(term)
+        kind = term.pop("type", None) or term.pop("kind", None) or "term"
+        term = {**term.pop("params", {}), **term}  # to_dict() may nest the settings
+        lines.append(f"term {index}: {kind}")
+        for name, value in term.items():
             lines.append(f"    {name} = {_short(value)}")
-    for name in ("sigma_energy", "sigma_force", "sigma_virial", "config_type_sigma", "seed"):
-        if hasattr(model, name):
-            lines.append(f"{name} = {_short(getattr(model, name))}")
-    baseline = getattr(model, "baseline", None)
-    if baseline is not None:
-        lines.append(f"baseline: {type(baseline).__name__}")
-        for name, value in _describe(baseline).items():
+    sets = header.get("sparse_sets", [])
+    if sets:
+        lines.append(
+            f"sparse points: {sum(int(s['size']) for s in sets)} in {len(sets)} sets, "
+            f"{arrays['alpha'].size if 'alpha' in arrays else '?'} weights"
+        )
+    hyper = header.get("hyperparameters", {})
+    if hyper:
+        lines.append("fit settings:")
+        for name, value in hyper.items():
             lines.append(f"    {name} = {_short(value)}")
-    training = getattr(model, "training_summary", None) or getattr(model, "training", None)
-    if isinstance(training, dict) and training:
+    baseline = header.get("baseline")
+    if baseline:
+        lines.append(f"baseline: {baseline.get('type', '?')}")
+        for name, value in (baseline.get("params") or {}).items():
+            lines.append(f"    {name} = {_short(value)}")
+    training = header.get("training") or {}
+    if training:
         lines.append("training:")
         for name, value in training.items():
             lines.append(f"    {name} = {_short(value)}")
     return "\n".join(lines)
 
 
-def _file_format_version(path: str):
-    """The format version recorded in a model file's JSON header, when it can be found."""
-    try:
-        import zipfile
-
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                if name.endswith(".json"):
-                    header = json.loads(archive.read(name))
-                    for key in ("format_version", "version"):
-                        if key in header:
-                            return header[key]
-    except Exception:
-        return None
-    return None
-
-
 def cmd_info(args) -> int:
-    model = load_model(args.model)
-    print(model_info(model, args.model))
+    load_model(args.model)  # validates the whole file first
+    print(model_info(args.model))
     return EXIT_OK
 
 
@@ -958,6 +941,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. fit.sigma_energy=0.002, soap.n_max=4, "
         "terms.0.cutoff=4.5 (repeatable; values are TOML)",
     )
+    fit.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="OpenMP/BLAS threads (default: OMP_NUM_THREADS)",
+    )
     fit.set_defaults(func=cmd_fit)
 
     ev = sub.add_parser(
@@ -974,6 +963,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=KEY",
         help="label names in the file, e.g. energy=DFT_energy (repeatable)",
+    )
+    ev.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"OpenMP/BLAS threads (default: 1 below {SMALL_SYSTEM} atoms per frame)",
     )
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
@@ -1000,6 +995,12 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--log-interval", type=int, default=1, metavar="N")
     md.add_argument("--index", default="0", help="frame of the start file to use (default 0)")
     md.add_argument("--seed", type=int, default=0, help="seed for velocities and thermostat")
+    md.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"OpenMP/BLAS threads (default: 1 below {SMALL_SYSTEM} atoms)",
+    )
     md.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=cmd_md)
 
@@ -1033,6 +1034,9 @@ def main(argv=None) -> int:
             raise
         print(f"gapx {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into head & co.: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the final flush silent
+        return EXIT_OK
     except KeyboardInterrupt:
         print(f"gapx {args.command}: interrupted", file=sys.stderr)
         return 130

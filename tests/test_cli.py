@@ -1,0 +1,347 @@
+"""The gapx command line end to end on tiny EMT data: fit, eval, md, info and their error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+import gapx
+from gapx.cli import apply_override, main
+
+CONFIG = """\
+[[terms]]
+type = "two_body"
+cutoff = 4.0
+delta = 0.5
+n_sparse = 8
+
+[[terms]]
+type = "soap"
+cutoff = 4.0
+n_max = 3
+l_max = 2
+atom_sigma = 0.5
+zeta = 2
+delta = 0.2
+n_sparse = 20
+
+[fit]
+sigma_energy = 0.002
+sigma_force = 0.05
+sigma_virial = 0.05
+seed = 0
+
+[fit.config_type_sigma]
+hot = [0.004, 0.1, 0.1]
+"""
+
+
+def labelled_frames(n_frames: int, seed: int, energy_key: str | None = None) -> list:
+    """Rattled, strained 8-atom Cu cells labelled with EMT; two config types."""
+    rng = np.random.default_rng(seed)
+    base = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 1, 1)
+    frames = []
+    for index in range(n_frames):
+        atoms = base.copy()
+        strain = 0.02 * rng.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T)), True)
+        hot = index % 3 == 0
+        atoms.positions += (0.2 if hot else 0.08) * rng.standard_normal(atoms.positions.shape)
+        atoms.info["config_type"] = "hot" if hot else "warm"
+        atoms.calc = EMT()
+        energy, forces, stress = (
+            atoms.get_potential_energy(),
+            atoms.get_forces(),
+            atoms.get_stress(),
+        )
+        if energy_key is None:
+            atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
+        else:  # labels under non-standard names, read back into info / arrays
+            atoms.calc = None
+            atoms.info[energy_key] = energy
+            atoms.arrays["ref_forces"] = forces
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Training/test files, a config and a model fitted once through `gapx fit`."""
+    path = tmp_path_factory.mktemp("cli")
+    ase.io.write(path / "train.xyz", labelled_frames(9, seed=1), format="extxyz")
+    ase.io.write(path / "test.xyz", labelled_frames(6, seed=2), format="extxyz")
+    (path / "fit.toml").write_text(CONFIG)
+    argv = ["fit", path / "train.xyz", "--config", path / "fit.toml", "-o", path / "m.gapx"]
+    code = main([str(a) for a in argv])
+    assert code == 0
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_fit_prints_summary_and_writes_model(workdir, capsys):
+    code, out, err = run_cli(
+        capsys,
+        "fit",
+        workdir / "train.xyz",
+        workdir / "test.xyz",
+        "--config",
+        workdir / "fit.toml",
+        "-o",
+        workdir / "m2.gapx",
+        "--set",
+        "soap.n_sparse=12",
+        "--set",
+        "fit.seed=3",
+    )
+    assert code == 0, err
+    assert "data: 15 frames, 120 atoms (8 per frame), 15 periodic" in out
+    assert "species: Cu 120" in out
+    assert "hot (5)" in out
+    assert "warm (10)" in out
+    assert "labelled frames: energy 15, forces 15, virial 15" in out
+    assert "memory estimate" in out
+    assert (workdir / "m2.gapx").is_file()
+    model = gapx.load(str(workdir / "m2.gapx"))
+    descriptors = [getattr(t, "descriptor", t) for t in model.terms]
+    soap = next(d for d in descriptors if type(d).__name__ == "SOAP")
+    assert soap.n_sparse == 12
+    assert list(soap.species) == ["Cu"]  # species taken from the data
+
+
+def test_eval_table_json_and_plot(workdir, capsys):
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        workdir / "m.gapx",
+        workdir / "test.xyz",
+        "--json",
+        workdir / "errors.json",
+        "--plots",
+        workdir / "plots",
+        "--quiet",
+    )
+    assert code == 0, err
+    for word in ("config_type", "hot", "warm", "overall", "E RMSE", "F MAE", "V RMSE"):
+        assert word in out
+    result = json.loads((workdir / "errors.json").read_text())
+    assert set(result["config_types"]) == {"hot", "warm"}
+    assert result["overall"]["frames"] == 6
+    # The errors are the model's: recompute them independently from predictions.
+    model = gapx.load(str(workdir / "m.gapx"))
+    frames = ase.io.read(workdir / "test.xyz", ":")
+    force_errors, energy_errors = [], []
+    for atoms in frames:
+        out_ = model.predict(atoms.copy())
+        force_errors.append(out_["forces"] - atoms.get_forces())
+        energy_errors.append((out_["energy"] - atoms.get_potential_energy()) / len(atoms))
+    force_errors = np.concatenate(force_errors).ravel()
+    energy_errors = np.asarray(energy_errors)
+    overall = result["overall"]
+    assert np.isclose(overall["forces"]["rmse"], np.sqrt(np.mean(force_errors**2)), rtol=1e-10)
+    assert np.isclose(overall["forces"]["mae"], np.mean(np.abs(force_errors)), rtol=1e-10)
+    assert np.isclose(overall["energy"]["mae"], np.mean(np.abs(energy_errors)), rtol=1e-10)
+    assert overall["forces"]["n"] == 6 * 8 * 3
+    assert overall["virial"]["n"] == 6 * 9
+    # A model fitted to EMT is far better than predicting zero forces.
+    assert overall["forces"]["rmse"] < 0.5 * np.sqrt(
+        np.mean(np.concatenate([a.get_forces().ravel() for a in frames]) ** 2)
+    )
+    png = workdir / "plots" / "parity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_info_describes_the_model(workdir, capsys):
+    code, out, err = run_cli(capsys, "info", workdir / "m.gapx")
+    assert code == 0, err
+    for line in (
+        "format: gapx-model version 1",
+        "species: Cu",
+        "term 0: two_body",
+        "term 1: soap",
+        "    n_max = 3",
+        "    l_max = 2",
+        "    sigma_force = 0.05",
+        "    n_frames = 9",
+    ):
+        assert line in out
+
+
+def test_md_nve_and_langevin(workdir, capsys):
+    traj = workdir / "md.traj"
+    log = workdir / "md.log"
+    code, out, err = run_cli(
+        capsys,
+        "md",
+        workdir / "m.gapx",
+        workdir / "test.xyz",
+        "--steps",
+        20,
+        "--temperature",
+        300,
+        "--timestep",
+        1.0,
+        "--trajectory",
+        traj,
+        "--trajectory-interval",
+        5,
+        "--log",
+        log,
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "20 steps, 0.0200 ps simulated" in out
+    assert "energy drift" in out
+    assert "steps/s" in out
+    frames = ase.io.read(traj, ":")
+    assert len(frames) == 5  # steps 0, 5, 10, 15, 20
+    assert not np.allclose(frames[0].positions, frames[-1].positions)
+    rows = np.loadtxt(log)
+    assert rows.shape == (21, 6)
+    assert np.allclose(rows[:, 1], rows[:, 2] + rows[:, 3], atol=1e-5)  # Etot = Epot + Ekin
+    assert np.all(rows[:, 5] > 0)  # energy std logged
+    assert np.isclose(rows[-1, 0], 0.02)
+    code, out, err = run_cli(
+        capsys, "md", workdir / "m.gapx", workdir / "test.xyz", "--steps", 5,
+        "--ensemble", "langevin", "--friction", 0.02, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "MD summary (langevin" in out
+
+
+def test_label_keys_from_the_config(workdir, capsys, tmp_path):
+    ase.io.write(tmp_path / "k.xyz", labelled_frames(4, 3, energy_key="REF_E"), format="extxyz")
+    config = tmp_path / "k.toml"
+    config.write_text(CONFIG + '\n[keys]\nenergy = "REF_E"\nforces = "ref_forces"\n')
+    code, out, err = run_cli(
+        capsys, "fit", tmp_path / "k.xyz", "--config", config, "-o", tmp_path / "k.gapx"
+    )
+    assert code == 0, err
+    assert "labelled frames: energy 4, forces 4, virial 0" in out
+    # Without the [keys] table nothing is labelled: a clear error, not a silent empty fit.
+    config.write_text(CONFIG)
+    code, out, err = run_cli(
+        capsys, "fit", tmp_path / "k.xyz", "--config", config, "-o", tmp_path / "k2.gapx"
+    )
+    assert code == 1
+    assert "frame 0: no labels" in err
+    assert "[keys]" in err
+
+
+@pytest.mark.parametrize(
+    ("config_text", "override", "message"),
+    [
+        ("[[terms]\ntype=", None, "cannot parse config file"),
+        (CONFIG + "\n[fitt]\nx = 1\n", None, "unknown key 'fitt' in the config"),
+        (CONFIG.replace("n_max = 3", "n_maxx = 3"), None, "unknown key 'n_maxx' in terms[1]"),
+        (CONFIG.replace('"two_body"', '"three_body"'), None, "unknown type 'three_body'"),
+        (CONFIG.replace("seed = 0", "sed = 0"), None, "unknown key 'sed' in [fit]"),
+        ("[fit]\nseed = 0\n", None, "no [[terms]]"),
+        (CONFIG, "soap.n_max", "expected key=value"),
+        (CONFIG, "soap.bogus=1", "unknown key 'bogus' in terms[1]"),
+        (CONFIG, "nothing.n_max=1", "unknown section 'nothing'"),
+        (CONFIG, "terms.7.n_max=1", "terms.7 does not name one of the 2 terms"),
+        (CONFIG, "soap.n_max=-2", "terms[1] (soap)"),
+    ],
+)
+def test_fit_config_errors(workdir, capsys, tmp_path, config_text, override, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(config_text)
+    argv = ["fit", workdir / "train.xyz", "--config", config, "-o", tmp_path / "x.gapx"]
+    if override:
+        argv += ["--set", override]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.gapx").exists()
+
+
+def test_unknown_key_message_lists_valid_keys(workdir, capsys, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(CONFIG.replace("l_max = 2", "lmax = 2"))
+    code, _, err = run_cli(capsys, "fit", workdir / "train.xyz", "--config", config)
+    assert code == 1
+    assert "valid keys:" in err
+    assert "l_max" in err
+    assert "n_sparse" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "missing.xyz", "--config", "{w}/fit.toml"], "file not found: missing.xyz"),
+        (["fit", "{w}/train.xyz", "--config", "missing.toml"], "config file not found"),
+        (["eval", "missing.gapx", "{w}/test.xyz"], "model file not found: missing.gapx"),
+        (["eval", "{w}/m.gapx", "missing.xyz"], "file not found: missing.xyz"),
+        (["info", "missing.gapx"], "model file not found"),
+        (["info", "{w}/fit.toml"], "cannot load model"),
+        (["md", "missing.gapx", "{w}/test.xyz"], "model file not found"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--steps", "0"], "--steps must be at least 1"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--timestep", "-1"], "--timestep must be"),
+        (["md", "{w}/m.gapx", "missing.xyz"], "file not found: missing.xyz"),
+    ],
+)
+def test_user_errors_exit_1(workdir, capsys, argv, message):
+    code, _, err = run_cli(capsys, *[a.format(w=workdir) for a in argv])
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_usage_errors_and_help(capsys):
+    assert main(["fit"]) == 2
+    assert "required" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    assert main([]) == 2
+    for command in ("fit", "eval", "md", "info"):
+        assert main([command, "--help"]) == 0
+        assert f"usage: gapx {command}" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert gapx.__version__ in capsys.readouterr().out
+
+
+def test_override_parsing():
+    config = {"terms": [{"type": "two_body"}, {"type": "soap", "n_max": 4}], "fit": {}}
+    apply_override(config, "soap.n_max=6")
+    apply_override(config, "terms.0.cutoff=4.5")
+    apply_override(config, 'fit.e0="average"')
+    apply_override(config, "fit.config_type_sigma.liquid=[0.003, 0.15, 0.2]")
+    apply_override(config, "keys.energy=DFT_energy")  # bare strings need no quotes
+    assert config["terms"][1]["n_max"] == 6
+    assert config["terms"][0]["cutoff"] == 4.5
+    assert config["fit"]["e0"] == "average"
+    assert config["fit"]["config_type_sigma"]["liquid"] == [0.003, 0.15, 0.2]
+    assert config["keys"]["energy"] == "DFT_energy"
+
+
+def test_console_script_subprocess(workdir):
+    script = os.path.join(os.path.dirname(sys.executable), "gapx")
+    assert os.path.isfile(script), "the gapx console script is not installed"
+    done = subprocess.run(
+        [script, "info", str(workdir / "m.gapx")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "term 1: soap" in done.stdout
+    done = subprocess.run(
+        [script, "eval", str(workdir / "nope.gapx"), "x.xyz"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "gapx eval: error: model file not found" in done.stderr
+    assert "Traceback" not in done.stderr
