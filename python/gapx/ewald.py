@@ -166,7 +166,7 @@ class Ewald:
         if self._charges is None:
             for key in ("charges", "initial_charges"):
                 if key in atoms.arrays:
-                    charges = np.asarray(atoms.arrays[key], dtype=np.float64).reshape(-1)
+                    charges = np.array(atoms.arrays[key], dtype=np.float64).reshape(-1)  # a copy
                     break
             else:
                 raise ValueError(
