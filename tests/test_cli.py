@@ -345,3 +345,34 @@ def test_console_script_subprocess(workdir):
     assert done.returncode == 1
     assert "gapx eval: error: model file not found" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_shipped_configs_are_valid():
+    """The example in `gapx fit --help` and examples/ethanol.toml pass validation and build."""
+    import tomllib
+
+    from gapx.cli import EXAMPLE_CONFIG, build_model, read_config, validate_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for config in (
+        tomllib.loads(EXAMPLE_CONFIG),
+        read_config(os.path.join(root, "examples", "ethanol.toml")),
+    ):
+        model = build_model(validate_config(config), ["H", "C", "O"])
+        assert len(model.terms) == 2
+    model = build_model(validate_config(tomllib.loads(EXAMPLE_CONFIG)), ["Si"])
+    assert model.config_type_sigma == {"liquid": (0.003, 0.15, 0.2)}
+
+
+def test_ewald_baseline_from_the_config():
+    import tomllib
+
+    from gapx.cli import CLIError, build_model, validate_config
+
+    text = CONFIG + '\n[baseline]\ntype = "ewald"\ncharges = {Na = 1.0, Cl = -1.0}\n'
+    model = build_model(validate_config(tomllib.loads(text)), ["Na", "Cl"])
+    assert isinstance(model.baseline, gapx.Ewald)
+    with pytest.raises(CLIError, match="unknown key 'charge' in \\[baseline\\]"):
+        validate_config(tomllib.loads(text.replace("charges =", "charge =")))
+    with pytest.raises(CLIError, match='type = "ewald"'):
+        validate_config(tomllib.loads(text.replace('"ewald"', '"coulomb"')))
