@@ -144,6 +144,187 @@ struct GradientScratch {
     std::vector<int> entry;
 };
 
+/// Sizes shared by the per-centre kernels.
+struct Dims {
+    int n_max;
+    int n_l;
+    int n_lm;
+    int n_nl;
+    int n_channels;
+    Index n_features;
+};
+
+/// One pair's quantities in the expansion workspace (see SphericalExpansion::Workspace).
+struct PairView {
+    int s0;              // first channel of the neighbour's species
+    const Real *y;       // [lm]
+    const Real *dy;      // [xyz][lm]
+    const Real *radial;  // [n][l]
+    const Real *dradial; // [n][l]
+    const Real *u;       // [xyz]
+};
+
+PairView pair_view(const SphericalExpansion::Workspace &ws, int k, const Dims &dims) {
+    return {ws.species[k] * dims.n_max,
+            ws.harmonics.data() + static_cast<size_t>(k) * dims.n_lm,
+            ws.dharmonics.data() + static_cast<size_t>(k) * 3 * dims.n_lm,
+            ws.radial.data() + static_cast<size_t>(k) * dims.n_nl,
+            ws.dradial.data() + static_cast<size_t>(k) * dims.n_nl,
+            ws.units.data() + 3 * k};
+}
+
+/// The independent strain components a <= b. x is rotation invariant, so
+/// d x/d eps_ab = sum_pairs d x/dD_a D_b is symmetric (its antisymmetric part is the derivative
+/// along an infinitesimal rotation): only these six are computed.
+constexpr int strain_upper[6][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 1}, {1, 2}, {2, 2}};
+
+void symmetrise_strain(Real *strain, Index n_features) {
+    for (const auto &ab : strain_upper) {
+        if (ab[0] != ab[1]) {
+            const Real *row = strain + (3 * ab[0] + ab[1]) * n_features;
+            std::copy(row, row + n_features, strain + (3 * ab[1] + ab[0]) * n_features);
+        }
+    }
+}
+
+/// Adds dp/dD of one pair, [xyz][feature], to `entry_row`.
+///
+/// For the pair's contribution c_{s n,lm} += R_nl Y_lm, dp[u,v,l]/dD = kappa (dc_u . c_v +
+/// c_u . dc_v) restricted to u or v in the neighbour's species block; with
+/// dc_{n,lm}/dD = dR_nl u Y_lm + R_nl dY_lm/dD, dc_n . c_v = dR_nl u A[v][l] + R_nl B[v][l]
+/// where A = sum_m Y c_v and B = sum_m dY/dD c_v: O(n_channels (l_max+1)^2) per pair, not per
+/// (n, v). A and B carry kappa = sqrt 2 (all off-diagonal channel pairs); the diagonal
+/// (u = v, kappa = 1, counted twice) is added separately.
+void add_pair_position_gradient(const Real *c, const PairView &pair, const Dims &dims,
+                                GradientScratch &sc, Real *entry_row) {
+    const int n_max = dims.n_max;
+    const int n_l = dims.n_l;
+    const int n_lm = dims.n_lm;
+    const int n_channels = dims.n_channels;
+    const int n_vl = n_channels * n_l;
+    const Real *y = pair.y;
+    const Real *dy = pair.dy;
+    Real *a = sc.a.data();
+    Real *bx = sc.b.data();
+    Real *by = bx + n_vl;
+    Real *bz = by + n_vl;
+    for (int v = 0; v < n_channels; ++v) {
+        const Real *cv = c + v * n_lm;
+        for (int l = 0; l < n_l; ++l) {
+            Real sa = 0.0;
+            Real sx = 0.0;
+            Real sy = 0.0;
+            Real sz = 0.0;
+            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                sa += y[lm] * cv[lm];
+                sx += dy[lm] * cv[lm];
+                sy += dy[n_lm + lm] * cv[lm];
+                sz += dy[2 * n_lm + lm] * cv[lm];
+            }
+            a[v * n_l + l] = sqrt2 * sa;
+            bx[v * n_l + l] = sqrt2 * sx;
+            by[v * n_l + l] = sqrt2 * sy;
+            bz[v * n_l + l] = sqrt2 * sz;
+        }
+    }
+    // Radial rows repeated over v so the loops below run over contiguous (v, l).
+    Real *r_rep = sc.m.data();
+    Real *dr_rep = r_rep + static_cast<size_t>(n_max) * n_vl;
+    for (int n = 0; n < n_max; ++n) {
+        for (int v = 0; v < n_channels; ++v) {
+            for (int l = 0; l < n_l; ++l) {
+                r_rep[n * n_vl + v * n_l + l] = pair.radial[n * n_l + l];
+                dr_rep[n * n_vl + v * n_l + l] = pair.dradial[n * n_l + l];
+            }
+        }
+    }
+    for (int alpha = 0; alpha < 3; ++alpha) {
+        const Real ua = pair.u[alpha];
+        const Real *b = sc.b.data() + static_cast<size_t>(alpha) * n_vl;
+        Real *row = entry_row + alpha * dims.n_features;
+        for (int n = 0; n < n_max; ++n) {
+            const int w = pair.s0 + n;
+            const Real *rn = r_rep + n * n_vl;
+            const Real *drn = dr_rep + n * n_vl;
+            // Features (w, v > w): contiguous in the row and in (v, l).
+            Real *target = row + (channel_offset(w, n_channels) + 1) * n_l;
+            for (int q = (w + 1) * n_l; q < n_vl; ++q) {
+                target[q - (w + 1) * n_l] += ua * drn[q] * a[q] + rn[q] * b[q];
+            }
+            // Features (v < w, w): one l-block per v.
+            for (int v = 0; v < w; ++v) {
+                Real *t = row + (channel_offset(v, n_channels) + w - v) * n_l;
+                const int q0 = v * n_l;
+                for (int l = 0; l < n_l; ++l) {
+                    t[l] += ua * drn[q0 + l] * a[q0 + l] + rn[q0 + l] * b[q0 + l];
+                }
+            }
+            // Feature (w, w): 2 dc_w . c_w with kappa = 1.
+            Real *t = row + channel_offset(w, n_channels) * n_l;
+            const int q0 = w * n_l;
+            for (int l = 0; l < n_l; ++l) {
+                t[l] += sqrt2 * (ua * drn[q0 + l] * a[q0 + l] + rn[q0 + l] * b[q0 + l]);
+            }
+        }
+    }
+}
+
+/// Strain from a finished, normalised position-gradient entry d x/dD of a single pair with
+/// vector D: strain[a][b] += d x/dD_a D_b for a <= b. Costs 6 n_features per pair.
+void add_entry_strain(const Real *entry_row, const Real *vector, Index n_features,
+                      Real *strain) {
+    for (const auto &ab : strain_upper) {
+        const Real d_beta = vector[ab[1]];
+        const Real *source = entry_row + ab[0] * n_features;
+        Real *target = strain + (3 * ab[0] + ab[1]) * n_features;
+        for (Index f = 0; f < n_features; ++f) {
+            target[f] += source[f] * d_beta;
+        }
+    }
+}
+
+/// dc/deps_ab += dc/dD_a D_b of one pair (sc.dc_deps, [a <= b][channel][lm]). Costs
+/// 9 n_max (l_max+1)^2 per pair, independent of the number of species.
+void add_pair_strain_coefficients(const PairView &pair, const Real *vector, const Dims &dims,
+                                  GradientScratch &sc) {
+    const int n_max = dims.n_max;
+    const int n_l = dims.n_l;
+    const int n_lm = dims.n_lm;
+    const size_t block = static_cast<size_t>(dims.n_channels) * n_lm;
+    for (int alpha = 0; alpha < 3; ++alpha) {
+        for (int n = 0; n < n_max; ++n) {
+            Real *g = sc.g.data() + (alpha * n_max + n) * n_lm;
+            for (int l = 0; l < n_l; ++l) {
+                const Real radial_part = pair.dradial[n * n_l + l] * pair.u[alpha];
+                const Real r = pair.radial[n * n_l + l];
+                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+                    g[lm] = radial_part * pair.y[lm] + r * pair.dy[alpha * n_lm + lm];
+                }
+            }
+        }
+    }
+    for (int ab = 0; ab < 6; ++ab) {
+        const Real d_beta = vector[strain_upper[ab][1]];
+        Real *target = sc.dc_deps.data() + ab * block + static_cast<size_t>(pair.s0) * n_lm;
+        const Real *g = sc.g.data() + strain_upper[ab][0] * n_max * n_lm;
+        for (int q = 0; q < n_max * n_lm; ++q) {
+            target[q] += g[q] * d_beta;
+        }
+    }
+}
+
+/// Strain rows a <= b from dc/deps through the bilinear power spectrum and the normalisation.
+void strain_from_coefficients(const Real *c, const Real *x, Real inv_norm, const Dims &dims,
+                              const GradientScratch &sc, Real *strain) {
+    const size_t block = static_cast<size_t>(dims.n_channels) * dims.n_lm;
+    for (int ab = 0; ab < 6; ++ab) {
+        Real *row = strain + (3 * strain_upper[ab][0] + strain_upper[ab][1]) * dims.n_features;
+        power_spectrum_derivative(c, sc.dc_deps.data() + ab * block, dims.n_channels, dims.n_l,
+                                  row);
+        project_normalisation(row, x, inv_norm, dims.n_features);
+    }
+}
+
 } // namespace
 
 PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options] {
@@ -278,6 +459,7 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
     // density coefficients 9 n_max (l_max+1)^2 per pair (plus a per-centre contraction).
     const bool entry_strain_is_cheaper =
         6 * n_feat < 9 * static_cast<Index>(n_max) * static_cast<Index>(n_lm);
+    const Dims dims{n_max, n_l, n_lm, n_nl, n_channels, n_feat};
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -336,88 +518,10 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                     return;
                 }
 
-                // Position gradients. For the pair's contribution c_s,nlm += R_nl Y_lm,
-                // dp[u,v,l]/dD = kappa (dc_u . c_v + c_u . dc_v) restricted to u or v in the
-                // neighbour's species block; with dc_n,lm/dD = dR_nl u Y_lm + R_nl dY_lm/dD,
-                // dc_n . c_v = dR_nl u A[v][l] + R_nl B[v][l] where A = sum_m Y c_v and
-                // B = sum_m dY/dD c_v: O(n_channels (l_max+1)^2) per pair, not per (n, v).
-                // A and B carry kappa = sqrt 2 (all off-diagonal channel pairs); the diagonal
-                // (u = v, kappa = 1, counted twice) is added separately.
-                const int n_vl = n_channels * n_l;
                 for (int k = 0; k < n_local; ++k) {
-                    if (sc.entry[k] < 0) {
-                        continue;
-                    }
-                    const int s0 = ws.species[k] * n_max;
-                    const Real *y = ws.harmonics.data() + static_cast<size_t>(k) * n_lm;
-                    const Real *dy = ws.dharmonics.data() + static_cast<size_t>(k) * 3 * n_lm;
-                    const Real *radial = ws.radial.data() + static_cast<size_t>(k) * n_nl;
-                    const Real *dradial = ws.dradial.data() + static_cast<size_t>(k) * n_nl;
-                    const Real *u = ws.units.data() + 3 * k;
-                    Real *a = sc.a.data();
-                    Real *bx = sc.b.data();
-                    Real *by = bx + n_vl;
-                    Real *bz = by + n_vl;
-                    for (int v = 0; v < n_channels; ++v) {
-                        const Real *cv = c + v * n_lm;
-                        for (int l = 0; l < n_l; ++l) {
-                            Real sa = 0.0;
-                            Real sx = 0.0;
-                            Real sy = 0.0;
-                            Real sz = 0.0;
-                            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
-                                sa += y[lm] * cv[lm];
-                                sx += dy[lm] * cv[lm];
-                                sy += dy[n_lm + lm] * cv[lm];
-                                sz += dy[2 * n_lm + lm] * cv[lm];
-                            }
-                            a[v * n_l + l] = sqrt2 * sa;
-                            bx[v * n_l + l] = sqrt2 * sx;
-                            by[v * n_l + l] = sqrt2 * sy;
-                            bz[v * n_l + l] = sqrt2 * sz;
-                        }
-                    }
-                    // Radial rows repeated over v so the loops below run over contiguous (v, l).
-                    Real *r_rep = sc.m.data();
-                    Real *dr_rep = r_rep + static_cast<size_t>(n_max) * n_vl;
-                    for (int n = 0; n < n_max; ++n) {
-                        for (int v = 0; v < n_channels; ++v) {
-                            for (int l = 0; l < n_l; ++l) {
-                                r_rep[n * n_vl + v * n_l + l] = radial[n * n_l + l];
-                                dr_rep[n * n_vl + v * n_l + l] = dradial[n * n_l + l];
-                            }
-                        }
-                    }
-                    Real *entry_row = grad + sc.entry[k] * row_size;
-                    for (int alpha = 0; alpha < 3; ++alpha) {
-                        const Real ua = u[alpha];
-                        const Real *b = sc.b.data() + static_cast<size_t>(alpha) * n_vl;
-                        Real *row = entry_row + alpha * n_feat;
-                        for (int n = 0; n < n_max; ++n) {
-                            const int w = s0 + n;
-                            const Real *rn = r_rep + n * n_vl;
-                            const Real *drn = dr_rep + n * n_vl;
-                            // Features (w, v > w): contiguous in the row and in (v, l).
-                            Real *target = row + (channel_offset(w, n_channels) + 1) * n_l;
-                            for (int q = (w + 1) * n_l; q < n_vl; ++q) {
-                                target[q - (w + 1) * n_l] += ua * drn[q] * a[q] + rn[q] * b[q];
-                            }
-                            // Features (v < w, w): one l-block per v.
-                            for (int v = 0; v < w; ++v) {
-                                Real *t = row + (channel_offset(v, n_channels) + w - v) * n_l;
-                                const int q0 = v * n_l;
-                                for (int l = 0; l < n_l; ++l) {
-                                    t[l] += ua * drn[q0 + l] * a[q0 + l] + rn[q0 + l] * b[q0 + l];
-                                }
-                            }
-                            // Feature (w, w): 2 dc_w . c_w with kappa = 1.
-                            Real *t = row + channel_offset(w, n_channels) * n_l;
-                            const int q0 = w * n_l;
-                            for (int l = 0; l < n_l; ++l) {
-                                t[l] += sqrt2 *
-                                        (ua * drn[q0 + l] * a[q0 + l] + rn[q0 + l] * b[q0 + l]);
-                            }
-                        }
+                    if (sc.entry[k] >= 0) {
+                        add_pair_position_gradient(c, pair_view(ws, k, dims), dims, sc,
+                                                   grad + sc.entry[k] * row_size);
                     }
                 }
                 // Normalisation, then the self term: the pair contributions depend on
@@ -431,82 +535,23 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                         self[f] -= row[f];
                     }
                 }
-
-                // Strain, d x/d eps_ab = sum_pairs d x/dD_a D_b. Only a <= b: x is rotation
-                // invariant, so this is symmetric in (a, b) (its antisymmetric part is the
-                // derivative along an infinitesimal rotation).
-                constexpr int upper[6][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 1}, {1, 2}, {2, 2}};
                 if (entry_strain_is_cheaper && n_entries - 1 == n_local) {
-                    // Every pair has its own entry (no merged or own images): the finished,
-                    // normalised position-gradient rows are d x/dD of the pairs.
+                    // Every pair has its own entry (no merged or own images).
                     for (int q = 1; q < n_entries; ++q) {
                         const Index pair = begin + sc.order[q - 1].second;
-                        const Real *row = grad + q * row_size;
-                        for (int ab = 0; ab < 6; ++ab) {
-                            const Real d_beta = neighbors.vectors(pair, upper[ab][1]);
-                            const Real *source = row + upper[ab][0] * n_feat;
-                            Real *target = strain + (3 * upper[ab][0] + upper[ab][1]) * n_feat;
-                            for (Index f = 0; f < n_feat; ++f) {
-                                target[f] += source[f] * d_beta;
-                            }
-                        }
+                        add_entry_strain(grad + q * row_size, neighbors.vectors.row(pair).data(),
+                                         n_feat, strain);
                     }
-                    for (int ab = 0; ab < 6; ++ab) {
-                        const int alpha = upper[ab][0];
-                        const int beta = upper[ab][1];
-                        if (alpha != beta) {
-                            const Real *row = strain + (3 * alpha + beta) * n_feat;
-                            std::copy(row, row + n_feat, strain + (3 * beta + alpha) * n_feat);
-                        }
+                } else {
+                    std::fill(sc.dc_deps.begin(), sc.dc_deps.end(), 0.0);
+                    for (int k = 0; k < n_local; ++k) {
+                        add_pair_strain_coefficients(pair_view(ws, k, dims),
+                                                     neighbors.vectors.row(begin + k).data(),
+                                                     dims, sc);
                     }
-                    return;
+                    strain_from_coefficients(c, x, inv_norm, dims, sc, strain);
                 }
-                // Otherwise dc/deps_ab = sum_pairs dc/dD_a D_b (including an atom's own
-                // images), then through the bilinear power spectrum and the normalisation:
-                // cheaper when there are many species (n_features grows as n_species^2).
-                std::fill(sc.dc_deps.begin(), sc.dc_deps.end(), 0.0);
-                const size_t block = static_cast<size_t>(n_channels) * n_lm;
-                for (int k = 0; k < n_local; ++k) {
-                    const int s0 = ws.species[k] * n_max;
-                    const Real *y = ws.harmonics.data() + static_cast<size_t>(k) * n_lm;
-                    const Real *dy = ws.dharmonics.data() + static_cast<size_t>(k) * 3 * n_lm;
-                    const Real *radial = ws.radial.data() + static_cast<size_t>(k) * n_nl;
-                    const Real *dradial = ws.dradial.data() + static_cast<size_t>(k) * n_nl;
-                    const Real *u = ws.units.data() + 3 * k;
-                    const Index pair = begin + k;
-                    for (int alpha = 0; alpha < 3; ++alpha) {
-                        for (int n = 0; n < n_max; ++n) {
-                            Real *g = sc.g.data() + (alpha * n_max + n) * n_lm;
-                            for (int l = 0; l < n_l; ++l) {
-                                const Real radial_part = dradial[n * n_l + l] * u[alpha];
-                                const Real r = radial[n * n_l + l];
-                                for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
-                                    g[lm] = radial_part * y[lm] + r * dy[alpha * n_lm + lm];
-                                }
-                            }
-                        }
-                    }
-                    for (int ab = 0; ab < 6; ++ab) {
-                        const Real d_beta = neighbors.vectors(pair, upper[ab][1]);
-                        Real *target =
-                            sc.dc_deps.data() + ab * block + static_cast<size_t>(s0) * n_lm;
-                        const Real *g = sc.g.data() + upper[ab][0] * n_max * n_lm;
-                        for (int q = 0; q < n_max * n_lm; ++q) {
-                            target[q] += g[q] * d_beta;
-                        }
-                    }
-                }
-                for (int ab = 0; ab < 6; ++ab) {
-                    const int alpha = upper[ab][0];
-                    const int beta = upper[ab][1];
-                    Real *row = strain + (3 * alpha + beta) * n_feat;
-                    power_spectrum_derivative(c, sc.dc_deps.data() + ab * block, n_channels, n_l,
-                                              row);
-                    project_normalisation(row, x, inv_norm, n_feat);
-                    if (alpha != beta) {
-                        std::copy(row, row + n_feat, strain + (3 * beta + alpha) * n_feat);
-                    }
-                }
+                symmetrise_strain(strain, n_feat);
             });
         }
     }
