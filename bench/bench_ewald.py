@@ -4,6 +4,7 @@
     python bench/bench_ewald.py --sizes 2 4 8          # supercell repeats of the 8-ion cube
     python bench/bench_ewald.py --pymatgen-max 4096    # largest system given to pymatgen
     python bench/bench_ewald.py --smoke                # one tiny system, for CI
+    python bench/bench_ewald.py --threads 1 --json out.json
 
 Prints seconds per evaluation (mean ± spread), the CPU seconds of one call, µs per ion, the
 chosen Ewald parameters, the log-log slope of time against the number of ions (the scaling
@@ -26,24 +27,15 @@ from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _harness import (  # noqa: E402
+    add_common_arguments,
+    machine_info,
+    smoke_min_time,
+    time_call,
+    write_json,
+)
+
 import gapx  # noqa: E402
-
-try:
-    from _harness import machine_info, time_call, write_json  # noqa: E402
-except ImportError:  # the shared harness is optional; time with perf_counter instead
-    machine_info = write_json = None
-
-    def time_call(fn, min_time=1.0):
-        """(mean s, std s, repeats): one warm-up, then repeat until min_time has passed."""
-        fn()
-        times = []
-        start = time.perf_counter()
-        while not times or (time.perf_counter() - start < min_time and len(times) < 50):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return float(np.mean(times)), float(np.std(times)), len(times)
-
 
 CHARGES = {"Na": 1.0, "Cl": -1.0}
 
@@ -85,15 +77,21 @@ def main(argv=None) -> None:
     parser.add_argument("--accuracy", type=float, default=1e-6)
     parser.add_argument("--pymatgen-max", type=int, default=1728)
     parser.add_argument("--min-time", type=float, default=1.0)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--smoke", action="store_true")
+    add_common_arguments(parser, threads=(2,))
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.pymatgen_max, args.min_time = [2], 64, 0.0
+        args.sizes, args.pymatgen_max = [2], 64
+    min_time = smoke_min_time(args, args.min_time)
+    threads = args.threads[0]
+    if len(args.threads) > 1:
+        print(f"bench_ewald times one thread count: using --threads {threads}")
 
     ewald = gapx.Ewald(CHARGES, accuracy=args.accuracy)
     reference = pymatgen_ewald(args.accuracy)
-    print(f"gapx.Ewald accuracy {args.accuracy:g}: energy + forces + stress, rattled NaCl")
+    print(
+        f"gapx.Ewald accuracy {args.accuracy:g}: energy + forces + stress, rattled NaCl, "
+        f"{threads} neighbour-list thread(s)"
+    )
     header = (
         f"{'ions':>6} {'gapx s':>16} {'cpu s':>8} {'us/ion':>8} {'alpha':>6} {'r_c':>6} {'n_k':>6}"
         f" {'pymatgen s':>11} {'ratio':>7} {'dE/E':>9}"
@@ -103,11 +101,13 @@ def main(argv=None) -> None:
     for repeat in args.sizes:
         atoms = rocksalt(repeat)
         n_ions = len(atoms)
-        mean, std, _ = time_call(lambda a=atoms: ewald.calculate(a), min_time=args.min_time)
+        mean, std, _ = time_call(
+            lambda a=atoms: ewald.calculate(a, n_threads=threads), min_time=min_time
+        )
         # CPU seconds of this process (all threads) for one call: steadier than wall time on a
         # shared machine.
         cpu = time.process_time()
-        ours = ewald.calculate(atoms)
+        ours = ewald.calculate(atoms, n_threads=threads)
         cpu = time.process_time() - cpu
         row = {
             "n_ions": n_ions,
@@ -148,13 +148,16 @@ def main(argv=None) -> None:
             cpu_exponent = slope(*zip(*large_cpu, strict=True))
             print(f"scaling exponent of CPU time (>= 512 ions): {cpu_exponent:.2f}")
     if args.json is not None:
-        payload = {"benchmark": "ewald", "accuracy": args.accuracy, "results": results}
-        if write_json is not None:
-            write_json(args.json, {"machine": machine_info(), **payload})
-        else:
-            import json
-
-            args.json.write_text(json.dumps(payload, indent=2))
+        write_json(
+            args.json,
+            {
+                "machine": machine_info(["scipy", "ase", "pymatgen"]),
+                "benchmark": "ewald",
+                "accuracy": args.accuracy,
+                "threads": threads,
+                "results": results,
+            },
+        )
 
 
 if __name__ == "__main__":
