@@ -51,7 +51,7 @@ class SphericalExpansion {
         std::vector<Real> dharmonics;   ///< [pair][3][lm]: dY_lm(D/d)/dD
         std::vector<Real> units;        ///< [pair][3]: D/d
         std::vector<int> species;       ///< [pair]: species index of the neighbour
-        std::vector<Real> scratch;      ///< spherical-harmonics scratch and a radial row
+        std::vector<Real> scratch;      ///< spherical-harmonics scratch and grad Z_lm [3][lm]
     };
 
     /// Computes c for centre `center` (of species index `center_species`) from the pairs
