@@ -56,7 +56,8 @@ void gauss_legendre(int n, std::vector<Real> &nodes, std::vector<Real> &weights)
     }
 }
 
-// e^{-x} i_l(x) by its power series i_l(x) = x^l/(2l+1)!! sum_k (x^2/2)^k / (k! (2l+3)...(2l+2k+1)),
+// e^{-x} i_l(x) by its power series
+// i_l(x) = x^l/(2l+1)!! sum_k (x^2/2)^k / (k! (2l+3)...(2l+2k+1)),
 // whose terms are all positive (no cancellation); valid for moderate x.
 Real scaled_bessel_series(Real x, int l) {
     Real prefactor = std::exp(-x);
@@ -191,7 +192,8 @@ RowMatrix lowdin_orthonormalisation(Real cutoff, int n_max) {
     const DD sqrt_pi = dd_sqrt(pi);
     const DD rc2 = DD{cutoff, 0.0} * DD{cutoff, 0.0};
     // S_nk = 1/2 Γ(q) α^{-q}, q = (n+k+3)/2, α = 1/(2 s_n^2) + 1/(2 s_k^2)
-    //      = n_max^2 (m_n + m_k) / (2 r_c^2 m_n m_k) with s_n^2 = r_c^2 m_n / n_max^2, m = max(n, 1).
+    //      = n_max^2 (m_n + m_k) / (2 r_c^2 m_n m_k),
+    // with s_n^2 = r_c^2 m_n / n_max^2 and m = max(n, 1).
     std::vector<DD> a(n * n);
     for (int p = 0; p < n; ++p) {
         for (int k = 0; k < n; ++k) {

@@ -43,8 +43,8 @@ struct RadialSettings {
 /// for the derivative), far below the descriptor accuracy anyone needs.
 class RadialSpline {
   public:
-    /// Builds the tables (allocates; ~0.3 s for n_max 12, l_max 6, σ 0.5). Throws InvalidArgument on
-    /// bad settings.
+    /// Builds the tables (allocates; ~0.3 s for n_max 12, l_max 6, σ 0.5). Throws
+    /// InvalidArgument on bad settings.
     explicit RadialSpline(const RadialSettings &settings);
 
     const RadialSettings &settings() const { return settings_; }
