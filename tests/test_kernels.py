@@ -82,6 +82,9 @@ def test_contractions_agree_with_full_derivative(kernel, rng):
     np.testing.assert_allclose(
         kernel.gradient(X, Y, c), np.einsum("m,imf->if", c, full), rtol=1e-12, atol=1e-13
     )
+    values, gradient = kernel.value_and_gradient(X, Y, c)
+    np.testing.assert_allclose(values, kernel(X, Y), rtol=1e-12)
+    np.testing.assert_allclose(gradient, kernel.gradient(X, Y, c), rtol=1e-12, atol=1e-13)
 
 
 def test_normalised_dot_product_is_scale_invariant(rng):

@@ -8,7 +8,8 @@ Three derivative forms are provided, because the sparse GP needs them in differe
 * ``dk_dx(X, Y)`` -> (n, m, F), the full derivative (tests, small feature counts);
 * ``directional(X, Y, D, rows)`` -> (n_d, m): ``sum_f dk(x_{rows[d]}, y_m)/dx_f * D[d, f]``, used
   to build force and virial rows from descriptor gradients ``D`` without forming ``dk_dx``;
-* ``gradient(X, Y, C)`` -> (n, F): ``sum_m C[i, m] dk(x_i, y_m)/dx_i``, dE/dX at prediction.
+* ``gradient(X, Y, C)`` -> (n, F): ``sum_m C[i, m] dk(x_i, y_m)/dx_i``, dE/dX at prediction;
+  ``value_and_gradient`` returns the values too, sharing the GEMM where it can.
 """
 
 from __future__ import annotations
@@ -120,6 +121,20 @@ class DotProduct:
             out /= nx[:, None]
         return out
 
+    def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
+        """``(k(X, Y), gradient(X, Y, C))`` sharing one GEMM of dot products (prediction)."""
+        Xh, nx = self._unit(_as_rows(X, "X"))
+        Yh, _ = self._unit(_as_rows(Y, "Y"))
+        c = Xh @ Yh.T
+        lower = self._power(c, self.zeta - 1.0)
+        W = _coefficients(C, *c.shape) * (self.zeta * lower)
+        lower *= c
+        out = W @ Yh
+        if self.normalise:
+            out -= np.sum(W * c, axis=1)[:, None] * Xh
+            out /= nx[:, None]
+        return lower, out
+
     def to_dict(self) -> dict:
         return {"type": self.type_name, "zeta": self.zeta, "normalise": self.normalise}
 
@@ -166,6 +181,9 @@ class SquaredExponential:
         k = self(X, Y)
         W = _coefficients(C, *k.shape) * k
         return -(np.sum(W, axis=1)[:, None] * X - W @ Y) / self.theta**2
+
+    def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
+        return self(X, Y), self.gradient(X, Y, C)
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "theta": self.theta}
@@ -216,6 +234,9 @@ class CutoffWeighted:
         g_inner = self.inner.gradient(x, y, C * w[:, None] * v[None, :])
         g_weight = np.sum(C * v[None, :] * self.inner(x, y), axis=1)
         return np.concatenate([g_inner, g_weight[:, None]], axis=1)
+
+    def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
+        return self(X, Y), self.gradient(X, Y, C)
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "inner": self.inner.to_dict()}

@@ -459,9 +459,10 @@ class GAP:
                 X = rows.X[selected]
                 a = self.alpha[s.columns]
                 d2 = s.delta**2
-                k = d2 * term.kernel(X, s.points)
+                k, grad = term.kernel.value_and_gradient(X, s.points, a)
+                k *= d2
                 local[selected] = k @ a
-                dE_dX[selected] = d2 * term.kernel.gradient(X, s.points, a)
+                dE_dX[selected] = d2 * grad
                 if std:
                     k_atoms[:, s.columns] = owners[:, selected] @ k
                     pa, pt = self._prior(term.kernel, X, owners[:, selected], d2)
