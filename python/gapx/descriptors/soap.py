@@ -134,13 +134,12 @@ class SOAP:
         sparse_method: str = "cur",
         n_threads: int | None = None,
     ) -> None:
-        if isinstance(species, (str, int, np.integer)):
-            species = [species]
+        species = [species] if isinstance(species, (str, int, np.integer)) else list(species)
         numbers = sorted({_species_number(s) for s in species})
         if not numbers:
             raise ValueError("species must name at least one element")
-        if len(numbers) != len(list(species)):
-            raise ValueError(f"species contains duplicates: {list(species)!r}")
+        if len(numbers) != len(species):
+            raise ValueError(f"species contains duplicates: {species!r}")
         cutoff = as_cutoff(cutoff)
         width = _positive("cutoff_transition_width", cutoff_transition_width)
         if width > cutoff:
