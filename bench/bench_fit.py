@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
         "train200_energy_mae_meV": train_e,
         "train200_force_mae_meV_per_A": train_f,
         "predict_seconds_test_set": predict_seconds,
-        "design_matrix_MB": summary["design_matrix_bytes"] / 1e6,
+        "full_design_matrix_MB": summary["full_design_matrix_bytes"] / 1e6,
         "gap_fit_reference": GAP_FIT_REFERENCE,
         "smoke": args.smoke,
         "machine": machine_info(),

@@ -12,6 +12,7 @@ import gapx
 from gapx.kernels import SquaredExponential
 from gapx.sparse_gp import (
     SparseSet,
+    StreamingQR,
     functional_variance,
     kmm_cholesky,
     leverage_scores,
@@ -69,10 +70,17 @@ def test_qr_solve_matches_regularised_normal_equations(rng):
     Kmm = B @ B.T + m * np.eye(m)
     L = np.linalg.cholesky(Kmm)
     A = np.asfortranarray(np.block([[K, y[:, None]], [L.T, np.zeros((m, 1))]]))
+    stream = StreamingQR(m)
+    stream.R[:m, :m] = L.T
+    for start in range(0, n, 7):  # blocks smaller and larger than M
+        stream.add_rows(np.hstack([K, y[:, None]])[start : start + 7])
+    alpha_s, R_s = stream.solve()
     alpha, R = qr_solve(A, m)
     expected = np.linalg.solve(K.T @ K + Kmm, K.T @ y)
     np.testing.assert_allclose(alpha, expected, rtol=1e-10)
     np.testing.assert_allclose(R.T @ R, K.T @ K + Kmm, rtol=1e-10)
+    np.testing.assert_allclose(alpha_s, expected, rtol=1e-10)
+    np.testing.assert_allclose(R_s.T @ R_s, K.T @ K + Kmm, rtol=1e-10)
 
 
 def test_jitter_is_raised_for_duplicated_points():

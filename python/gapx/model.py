@@ -294,7 +294,8 @@ class GAP:
         )
         n_virial = sum(6 for _, _, v, _ in targets if v is not None)
         n_obs = n_energy + n_force + n_virial
-        design_bytes = 8 * (n_obs + n_columns) * (n_columns + 1)
+        # The streamed QR holds R (M+1)^2 plus one block of rows and gradients.
+        design_bytes = 8 * (n_columns + 1) ** 2
         self.summary = {
             "n_frames": len(fit_frames),
             "n_energies": n_energy,
@@ -304,7 +305,8 @@ class GAP:
                 self.terms[s.term].describe_kind(s.kind): s.size for s in self.sparse_sets
             },
             "n_sparse_total": n_columns,
-            "design_matrix_bytes": design_bytes,
+            "full_design_matrix_bytes": 8 * (n_obs + n_columns) * (n_columns + 1),
+            "solver_bytes": design_bytes,
             "estimated_peak_bytes": design_bytes + self.block_memory,
             "sparse_jitter": {
                 self.terms[s.term].describe_kind(s.kind): s.jitter for s in self.sparse_sets
@@ -313,8 +315,11 @@ class GAP:
         }
         self._report()
 
-        # Pass 2: stream frames in blocks, build noise-scaled rows of A = [K_NM/sigma, y/sigma].
-        A = np.zeros((n_obs + n_columns, n_columns + 1), order="F")
+        # Pass 2: stream frames in blocks; each block's noise-scaled rows [K_NM/sigma, y/sigma]
+        # are folded into the R factor at once, so the design matrix is never held whole.
+        solver = sparse_gp.StreamingQR(n_columns)
+        for s in self.sparse_sets:
+            solver.R[s.offset : s.offset + s.size, s.columns] = s.factor.T
         row = 0
         block: list[int] = []
         block_rows: list[list] = []
@@ -333,23 +338,22 @@ class GAP:
             block_bytes += sum(r.gradients.values.nbytes + r.gradients.strain.nbytes for r in rows)
             block_bytes += 8.0 * (1 + 3 * len(atoms) + 6) * n_columns * 2
             if block_bytes >= self.block_memory or k == len(fit_frames) - 1:
-                row = self._fill_block(A, row, block, block_rows, fit_frames, targets, n_columns)
+                row = self._fill_block(
+                    solver, row, block, block_rows, fit_frames, targets, n_columns
+                )
                 progress.update(len(block))
                 block, block_rows, block_bytes = [], [], 0.0
         progress.close()
         assert row == n_obs
-        for s in self.sparse_sets:
-            A[n_obs + s.offset : n_obs + s.offset + s.size, s.columns] = s.factor.T
-        clock.lap("design_rows")
-        self.alpha, self.R = sparse_gp.qr_solve(A, n_columns)
-        del A
-        clock.lap("qr_solve")
+        self.alpha, self.R = solver.solve()
+        del solver
+        clock.lap("design_rows_and_qr")
         self.summary["fit_seconds"] = time.perf_counter() - start
         self.summary["phase_seconds"] = clock.wall
         self.summary["phase_cpu_seconds"] = clock.cpu
         return self.summary
 
-    def _fill_block(self, A, row, block, block_rows, frames, targets, n_columns) -> int:
+    def _fill_block(self, solver, row, block, block_rows, frames, targets, n_columns) -> int:
         n_atoms = [len(frames[k]) for k in block]
         tg = [targets[k] for k in block]
         layout = sparse_gp.block_layout(
@@ -363,13 +367,16 @@ class GAP:
             rows, frame_of_row = sparse_gp.stack_rows([r[t] for r in block_rows], n_atoms)
             stacked.append(rows)
             frame_of_rows.append(frame_of_row)
-        K = sparse_gp.assemble_block(
+        # Fortran order: LAPACK folds the block into R without another copy.
+        augmented = np.zeros((layout.n_obs, n_columns + 1), order="F")
+        sparse_gp.assemble_block(
             stacked,
             frame_of_rows,
             [term.kernel for term in self.terms],
             self.sparse_sets,
             layout,
             n_columns,
+            out=augmented[:, :n_columns],
         )
         y = np.zeros(layout.n_obs)
         sigma = np.ones(layout.n_obs)
@@ -385,8 +392,9 @@ class GAP:
                 r0 = layout.virial_row[f]
                 y[r0 : r0 + 6] = virial
                 sigma[r0 : r0 + 6] = sv
-        A[row : row + layout.n_obs, :n_columns] = K / sigma[:, None]
-        A[row : row + layout.n_obs, n_columns] = y / sigma
+        augmented[:, n_columns] = y
+        augmented /= sigma[:, None]
+        solver.add_rows(augmented)
         return row + layout.n_obs
 
     def _report(self) -> None:
@@ -398,7 +406,8 @@ class GAP:
             "sparse points: "
             + ", ".join(f"{name} {n}" for name, n in s["n_sparse"].items())
             + f" (total {s['n_sparse_total']})",
-            f"memory: design matrix {s['design_matrix_bytes'] / 1e9:.3f} GB, "
+            f"memory: R factor {s['solver_bytes'] / 1e9:.3f} GB (the "
+            f"{s['full_design_matrix_bytes'] / 1e9:.3f} GB design matrix is streamed in blocks), "
             f"estimated peak {s['estimated_peak_bytes'] / 1e9:.3f} GB",
         ]
         for line in lines:

@@ -246,13 +246,19 @@ def assemble_block(
     sparse_sets: list[SparseSet],
     layout: BlockLayout,
     n_columns: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unscaled design-matrix rows (layout.n_obs, n_columns) of one block of frames.
 
     ``term_rows[t]`` are the stacked rows (with gradients) of term ``t`` over the block and
     ``frames_of_rows[t]`` their frame. Rows of kinds without sparse points contribute nothing.
+    ``out`` (zeroed, any memory order) receives the rows when given.
     """
-    K = np.zeros((layout.n_obs, n_columns))
+    if out is None:
+        out = np.zeros((layout.n_obs, n_columns))
+    elif out.shape != (layout.n_obs, n_columns):
+        raise ValueError(f"out has shape {out.shape}, expected {(layout.n_obs, n_columns)}")
+    K = out
     for s in sparse_sets:
         rows, frame_of_row, kernel = term_rows[s.term], frames_of_rows[s.term], kernels[s.term]
         selected = np.nonzero(rows.kinds == s.kind)[0]
@@ -309,7 +315,8 @@ def qr_solve(A: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
     ``A`` (n_obs + M, M + 1), Fortran order, is overwritten by LAPACK's Householder QR
     (``dgeqrf``); Q is never formed: the QR of the augmented matrix ``[A_K | b]`` has ``Q^T b`` in
     the top of its last column, so ``alpha = R^-1 (Q^T b)``. Returns ``alpha`` (M,) and the upper
-    triangular ``R`` (M, M) with ``Sigma = (A_K^T A_K)^-1 = R^-1 R^-T``.
+    triangular ``R`` (M, M) with ``Sigma = (A_K^T A_K)^-1 = R^-1 R^-T``. :class:`StreamingQR`
+    gives the same result without holding ``A``.
     """
     if A.shape[0] < A.shape[1]:
         raise ValueError(f"the stacked system has fewer rows ({A.shape[0]}) than columns")
@@ -318,8 +325,12 @@ def qr_solve(A: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
     qr, _, _, info = geqrf(A, lwork=int(work[0].real), overwrite_a=True)
     if info != 0:
         raise ValueError(f"QR factorisation failed (LAPACK info {info})")
-    R = np.triu(qr[:n_columns, :n_columns])
-    qtb = qr[:n_columns, n_columns].copy()
+    return _triangular_solve(qr[: n_columns + 1, : n_columns + 1], n_columns)
+
+
+def _triangular_solve(R_aug: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+    R = np.triu(R_aug[:n_columns, :n_columns])
+    qtb = R_aug[:n_columns, n_columns].copy()
     diag = np.abs(np.diag(R))
     if diag.size and diag.min() <= diag.max() * 1e-15:
         raise ValueError(
@@ -328,6 +339,41 @@ def qr_solve(A: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
         )
     alpha = scipy.linalg.solve_triangular(R, qtb, lower=False, check_finite=False)
     return alpha, R
+
+
+class StreamingQR:
+    """Householder QR of a tall system fed in blocks of rows, holding only the (M+1)^2 R.
+
+    Starts from the upper-triangular ``[L^T, 0 ; 0, 0]`` (K_MM = L L^T, block diagonal over the
+    sparse sets, so its transpose is upper triangular) and folds each block of noise-scaled rows
+    ``[K_NM/sigma | y/sigma]`` into R with LAPACK's triangular-pentagonal QR (``dtpqrt``): the
+    same flops as one QR of the whole stacked matrix, memory O(M^2 + block), and R^T R equals
+    A^T A of the full system, so the weights and Sigma are those of :func:`qr_solve`.
+    """
+
+    def __init__(self, n_columns: int):
+        self.n_columns = int(n_columns)
+        self.R = np.zeros((n_columns + 1, n_columns + 1), order="F")
+        self._tpqrt = scipy.linalg.lapack.get_lapack_funcs("tpqrt", (self.R,))
+        self.n_rows = 0
+
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Fold ``rows`` (b, M + 1) into R."""
+        rows = np.asfortranarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_columns + 1:
+            raise ValueError(f"rows must have {self.n_columns + 1} columns, got {rows.shape}")
+        if rows.shape[0] == 0:
+            return
+        block = max(1, min(64, self.n_columns + 1))
+        R, _, _, info = self._tpqrt(0, block, self.R, rows, overwrite_a=True, overwrite_b=True)
+        if info != 0:
+            raise ValueError(f"QR update failed (LAPACK info {info})")
+        self.R = R
+        self.n_rows += rows.shape[0]
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Weights ``alpha`` (M,) and upper-triangular R (M, M)."""
+        return _triangular_solve(self.R, self.n_columns)
 
 
 def functional_variance(
