@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from structures import random_triclinic_cell
 
@@ -135,7 +135,9 @@ def test_empty_structure():
     assert D.shape == (0, 3)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     n_atoms=st.integers(1, 30),
     pbc=st.tuples(st.booleans(), st.booleans(), st.booleans()),
@@ -146,6 +148,7 @@ def test_empty_structure():
 def test_property_matches_ase(n_atoms, pbc, shear, cutoff_factor, seed):
     rng = np.random.default_rng(seed)
     cell = random_triclinic_cell(rng, scale=5.0, shear=shear)
+    assume(shortest_height(cell) > 1.5)  # see random_system: ASE's cost diverges for flat cells
     positions = rng.uniform(0, 1, (n_atoms, 3)) @ cell
     atoms = Atoms("X" * n_atoms, positions=positions, cell=cell, pbc=pbc)
     assert_same_as_ase(atoms, cutoff_factor * shortest_height(cell))
