@@ -83,6 +83,25 @@ def test_radial_basis_is_orthonormal(n_max):
     assert np.all(np.linalg.eigvalsh(transform) > 0)
 
 
+def test_lowdin_step_matches_mpmath():
+    """The 60-digit decimal Jacobi S^{-1/2} against mpmath's eigensolver at 40 digits."""
+    mpmath = pytest.importorskip("mpmath")
+    rc, n_max = 5.0, 14
+    with mpmath.workdps(40):
+        widths = [mpmath.mpf(rc) * max(mpmath.sqrt(n), 1) / n_max for n in range(n_max)]
+        alpha = [1 / (2 * w**2) for w in widths]
+        overlap = mpmath.matrix(n_max, n_max)
+        for n in range(n_max):
+            for k in range(n_max):
+                power = mpmath.mpf(n + k + 3) / 2
+                overlap[n, k] = mpmath.gamma(power) / 2 * (alpha[n] + alpha[k]) ** (-power)
+        values, vectors = mpmath.eigsy(overlap)
+        root = vectors * mpmath.diag([1 / mpmath.sqrt(v) for v in values]) * vectors.T
+        expected = np.array(root.tolist(), dtype=float)
+    ours = ref.orthonormalisation_matrix(rc, n_max)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-14 * np.abs(expected).max())
+
+
 def test_scaled_bessel_branches_agree():
     x = np.linspace(0.0, 2 * ref.SCALED_BESSEL_SWITCH, 41)[1:]
     for ell in (0, 1, 4, 9):
@@ -311,7 +330,7 @@ def test_gapx_values_match_reference(case):
 # double-precision eigendecomposition of S loses everything: features off by ~3e-8 at n_max 8,
 # ~1e-3 at 12 and NaN (negative eigenvalues) from 13 on. Taken instead from an SVD of the basis
 # sampled on a quadrature grid (B^T B = S, S^{-1/2} = V diag(1/s) V^T), double precision gives
-# features within 5e-12 / 5e-9 / 5e-7 of the 40-digit reference at n_max 8 / 12 / 16.
+# features within 5e-12 / 5e-9 / 5e-7 of the 60-digit reference at n_max 8 / 12 / 16.
 LARGE_N_MAX_CASES = [(12, 1e-7, 1e-9), (16, 1e-5, 1e-8)]
 
 

@@ -1,9 +1,9 @@
 """Slow pure-NumPy/SciPy SOAP power spectrum following gapx's conventions exactly.
 
 Independent of gapx: neighbours come from ``ase.neighborlist``, the Löwdin orthonormalisation
-is done in 40-digit arithmetic with mpmath, radial integrals by high-order Gauss–Legendre
-quadrature (or ``scipy.integrate.quad``) of the defining integral with
-``scipy.special.spherical_in``, and real spherical harmonics from ``scipy.special.sph_harm_y``.
+is done in 60-digit decimal arithmetic (stdlib ``decimal``, Jacobi rotations), radial integrals
+by high-order Gauss–Legendre quadrature (or ``scipy.integrate.quad``) of the defining integral
+with ``scipy.special.spherical_in``, and real spherical harmonics from ``scipy.special.sph_harm_y``.
 Gradients are by central finite differences of the values. Nothing here is meant to be fast.
 
 Conventions (see the SOAP section of gapx's documentation):
@@ -22,10 +22,11 @@ Conventions (see the SOAP section of gapx's documentation):
 
 from __future__ import annotations
 
+import math
 import warnings
+from decimal import Decimal, getcontext, localcontext
 from functools import lru_cache
 
-import mpmath
 import numpy as np
 import scipy.integrate
 import scipy.special
@@ -55,26 +56,102 @@ def gto_widths(cutoff: float, n_max: int) -> np.ndarray:
     return cutoff * np.maximum(np.sqrt(n), 1.0) / n_max
 
 
+# Decimal digits for the Löwdin step: the raw GTO overlap has condition number ~1e16 at
+# n_max 12 and ~1e21 at 16, far beyond double precision.
+LOWDIN_DIGITS = 60
+
+
+def _decimal_pi() -> Decimal:
+    """pi to the current decimal precision (the series from the decimal module's docs)."""
+    getcontext().prec += 2
+    three = Decimal(3)
+    lasts, t, total, n, na, d, da = 0, three, three, 1, 0, 0, 24
+    while total != lasts:
+        lasts = total
+        n, na = n + na, na + 8
+        d, da = d + da, da + 32
+        t = (t * n) / d
+        total += t
+    getcontext().prec -= 2
+    return +total
+
+
+def _decimal_half_integer_gamma(twice: int, sqrt_pi: Decimal) -> Decimal:
+    """Gamma(twice / 2) exactly for integer twice >= 1."""
+    if twice % 2 == 0:
+        return Decimal(math.factorial(twice // 2 - 1))
+    j = (twice - 1) // 2
+    return Decimal(math.factorial(2 * j)) / (Decimal(4) ** j * math.factorial(j)) * sqrt_pi
+
+
+def _jacobi_eigh(matrix: list[list[Decimal]]) -> tuple[list[Decimal], list[list[Decimal]]]:
+    """Eigenvalues and eigenvectors (columns) of a symmetric matrix by cyclic Jacobi rotations."""
+    size = len(matrix)
+    a = [row[:] for row in matrix]
+    v = [[Decimal(int(i == k)) for k in range(size)] for i in range(size)]
+    scale = sum(a[i][i] ** 2 for i in range(size))
+    threshold = scale * Decimal(10) ** (-2 * getcontext().prec + 10)
+    for _ in range(100):
+        off = sum(a[p][q] ** 2 for p in range(size) for q in range(size) if p != q)
+        if off <= threshold:
+            break
+        for p in range(size - 1):
+            for q in range(p + 1, size):
+                if a[p][q] == 0:
+                    continue
+                theta = (a[q][q] - a[p][p]) / (2 * a[p][q])
+                t = 1 / (abs(theta) + (theta * theta + 1).sqrt())
+                t = t if theta >= 0 else -t
+                c = 1 / (t * t + 1).sqrt()
+                sn = t * c
+                for k in range(size):  # A <- A J (columns p, q)
+                    akp, akq = a[k][p], a[k][q]
+                    a[k][p], a[k][q] = c * akp - sn * akq, sn * akp + c * akq
+                for k in range(size):  # A <- J^T A (rows p, q)
+                    apk, aqk = a[p][k], a[q][k]
+                    a[p][k], a[q][k] = c * apk - sn * aqk, sn * apk + c * aqk
+                for k in range(size):
+                    vkp, vkq = v[k][p], v[k][q]
+                    v[k][p], v[k][q] = c * vkp - sn * vkq, sn * vkp + c * vkq
+    else:
+        raise RuntimeError("Jacobi eigenvalue iteration did not converge")
+    return [a[i][i] for i in range(size)], v
+
+
 @lru_cache(maxsize=32)
 def _orthonormalisation(cutoff: float, n_max: int) -> np.ndarray:
-    """S^{-1/2} (symmetric Löwdin) for the primitive GTOs, computed with 40 digits."""
-    with mpmath.workdps(40):
-        widths = [mpmath.mpf(cutoff) * max(mpmath.sqrt(n), 1) / n_max for n in range(n_max)]
-        alpha = [1 / (2 * s**2) for s in widths]
-        overlap = mpmath.matrix(n_max, n_max)
-        for n in range(n_max):
-            for k in range(n_max):
-                power = mpmath.mpf(n + k + 3) / 2
-                overlap[n, k] = mpmath.gamma(power) / 2 * (alpha[n] + alpha[k]) ** (-power)
-        eigenvalues, eigenvectors = mpmath.eigsy(overlap)
-        inverse_sqrt = mpmath.matrix(n_max, n_max)
-        for n in range(n_max):
-            for k in range(n_max):
-                inverse_sqrt[n, k] = mpmath.fsum(
-                    eigenvectors[n, q] * eigenvectors[k, q] / mpmath.sqrt(eigenvalues[q])
-                    for q in range(n_max)
-                )
-        return np.array(inverse_sqrt.tolist(), dtype=float)
+    """S^{-1/2} (symmetric Löwdin) for the primitive GTOs, in 60-digit decimal arithmetic.
+
+    S_nk = Gamma(q)/2 (a_n + a_k)^{-q}, q = (n+k+3)/2, a_n = 1/(2 s_n^2), with Gamma at
+    half-integers exact and S^{-1/2} = V diag(lambda^{-1/2}) V^T from Jacobi rotations.
+    """
+    with localcontext() as context:
+        context.prec = LOWDIN_DIGITS
+        sqrt_pi = _decimal_pi().sqrt()
+        rc = Decimal(cutoff)  # the exact binary value gapx receives
+        widths = [rc * max(Decimal(n).sqrt(), Decimal(1)) / n_max for n in range(n_max)]
+        alpha = [1 / (2 * w * w) for w in widths]
+        overlap = [
+            [
+                _decimal_half_integer_gamma(n + k + 3, sqrt_pi)
+                / 2
+                / ((alpha[n] + alpha[k]) ** (n + k + 3)).sqrt()
+                for k in range(n_max)
+            ]
+            for n in range(n_max)
+        ]
+        eigenvalues, vectors = _jacobi_eigh(overlap)
+        if min(eigenvalues) <= 0:
+            raise ValueError(f"GTO overlap not positive definite at n_max {n_max}")
+        inverse_root = [1 / value.sqrt() for value in eigenvalues]
+        result = [
+            [
+                sum(vectors[n][q] * inverse_root[q] * vectors[k][q] for q in range(n_max))
+                for k in range(n_max)
+            ]
+            for n in range(n_max)
+        ]
+        return np.array([[float(x) for x in row] for row in result])
 
 
 def gto_overlap(cutoff: float, n_max: int) -> np.ndarray:
@@ -169,6 +246,13 @@ def lm_index(ell: int, m: int) -> int:
     return ell * ell + ell + m
 
 
+def _complex_harmonic(ell: int, m: int, theta, phi):
+    """Y_l^m(theta, phi) with theta polar, phi azimuthal (SciPy >= 1.15, or the older sph_harm)."""
+    if hasattr(scipy.special, "sph_harm_y"):
+        return scipy.special.sph_harm_y(ell, m, theta, phi)
+    return scipy.special.sph_harm(m, ell, phi, theta)
+
+
 def real_spherical_harmonics(vectors, l_max: int) -> np.ndarray:
     """Real orthonormal Y_lm(r hat) for row vectors, shape (n, (l_max+1)^2), index l^2+l+m.
 
@@ -182,7 +266,7 @@ def real_spherical_harmonics(vectors, l_max: int) -> np.ndarray:
     out = np.empty((len(vectors), (l_max + 1) ** 2))
     for ell in range(l_max + 1):
         for m in range(0, ell + 1):
-            y = scipy.special.sph_harm_y(ell, m, theta, phi)
+            y = _complex_harmonic(ell, m, theta, phi)
             if m == 0:
                 out[:, lm_index(ell, 0)] = y.real
             else:
