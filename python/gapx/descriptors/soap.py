@@ -102,6 +102,17 @@ class SOAP:
         Sparse-point selection.
     n_threads : int or None
         OpenMP threads; None uses OpenMP's default (``OMP_NUM_THREADS``).
+
+    Notes
+    -----
+    Radial basis: Gaussian-type orbitals r^n exp(-r^2 / 2 s_n^2), s_n = cutoff max(sqrt(n), 1) /
+    n_max, Löwdin-orthonormalised (in double-double arithmetic: their overlap matrix has a
+    condition number of 1e16 at n_max = 12). The family is complete, so the kernel converges to
+    the basis-independent SOAP as n_max grows. The exact radial integral of a Gaussian
+    (modified spherical Bessel functions) is tabulated once per (cutoff, n_max, l_max,
+    atom_sigma) by quadrature and interpolated with cubic Hermite splines (~1e-11 relative), since
+    evaluating it per pair would cost far more than everything else. Everything per centre runs
+    in C++ with OpenMP over centres and the GIL released.
     """
 
     species: tuple
