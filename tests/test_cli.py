@@ -80,6 +80,9 @@ def workdir(tmp_path_factory):
     ase.io.write(path / "train.xyz", labelled_frames(9, seed=1), format="extxyz")
     ase.io.write(path / "test.xyz", labelled_frames(6, seed=2), format="extxyz")
     (path / "fit.toml").write_text(CONFIG)
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    nacl.calc = SinglePointCalculator(nacl, energy=-1.0, forces=np.zeros((2, 3)))
+    ase.io.write(path / "nacl.xyz", nacl, format="extxyz")  # species the model never saw
     argv = ["fit", path / "train.xyz", "--config", path / "fit.toml", "-o", path / "m.gapx"]
     code = main([str(a) for a in argv])
     assert code == 0
@@ -255,6 +258,8 @@ def test_label_keys_from_the_config(workdir, capsys, tmp_path):
         (CONFIG, "nothing.n_max=1", "unknown section 'nothing'"),
         (CONFIG, "terms.7.n_max=1", "terms.7 does not name one of the 2 terms"),
         (CONFIG, "soap.n_max=-2", "terms[1] (soap)"),
+        (CONFIG, "fit.sigma_energy=-1", "[fit]: sigma_energy"),
+        (CONFIG, "keys.energy=1", "[keys] energy must be a string"),
     ],
 )
 def test_fit_config_errors(workdir, capsys, tmp_path, config_text, override, message):
@@ -293,6 +298,7 @@ def test_unknown_key_message_lists_valid_keys(workdir, capsys, tmp_path):
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--steps", "0"], "--steps must be at least 1"),
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--timestep", "-1"], "--timestep must be"),
         (["md", "{w}/m.gapx", "missing.xyz"], "file not found: missing.xyz"),
+        (["eval", "{w}/m.gapx", "{w}/nacl.xyz"], "are not in the model"),
     ],
 )
 def test_user_errors_exit_1(workdir, capsys, argv, message):
