@@ -342,3 +342,34 @@ def test_bad_settings():
         gapx.GAP([object()])
     with pytest.raises(ValueError, match="at least one term"):
         gapx.GAP([])
+
+
+def test_block_streaming_does_not_change_the_fit(rng):
+    frames = _mixed_frames(rng, 5)
+    probe = _mixed_frames(rng, 1)[0]
+    predictions = []
+    for block_memory in (1.0, 1e9):  # one frame per block / everything in one block
+        model = gapx.GAP(
+            [gapx.TwoBody(cutoff=4.0, n_sparse=6, sparse_method="fps"), _small_soap(n_sparse=5)],
+            block_memory=block_memory,
+            verbose=False,
+        )
+        model.fit(frames)
+        predictions.append(model.predict(probe))
+    for key in ("energy", "forces", "stress", "energies_std"):
+        np.testing.assert_allclose(predictions[0][key], predictions[1][key], rtol=1e-8, atol=1e-10)
+
+
+def test_forces_only_frames(rng):
+    frames = _mixed_frames(rng, 3)
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, forces=atoms.get_forces())
+    model = gapx.GAP([gapx.TwoBody(cutoff=4.0, n_sparse=6, sparse_method="random")], verbose=False)
+    summary = model.fit(frames)
+    assert summary["n_energies"] == 0
+    assert summary["n_virial_components"] == 0
+    assert model.e0 == {"Al": 0.0, "Cu": 0.0}
+    reference = np.concatenate([a.get_forces() for a in frames])
+    fitted = np.concatenate([model.predict(a)["forces"] for a in frames])
+    # Training forces are reproduced better than their spread.
+    assert np.abs(fitted - reference).mean() < 0.5 * np.abs(reference).mean()
