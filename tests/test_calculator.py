@@ -259,6 +259,17 @@ def test_loads_a_model_file(cu_model, cu_cell, tmp_path):
     assert GAPCalculator(path).parameters["model_path"] == str(path.resolve())
 
 
+def test_without_std(cu_model, cu_cell):
+    cu_cell.calc = GAPCalculator(cu_model, std=False)
+    forces = cu_cell.get_forces()
+    assert "energy_std" not in cu_cell.calc.results
+    assert "energies_std" not in cu_cell.calc.results
+    reference = cu_cell.copy()
+    reference.calc = GAPCalculator(cu_model)
+    assert np.allclose(forces, reference.get_forces(), rtol=1e-12, atol=1e-12)
+    assert reference.calc.results["energy_std"] > 0
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.gapx"):
         GAPCalculator(str(tmp_path / "missing.gapx"))

@@ -223,6 +223,12 @@ def test_md_nve_and_langevin(workdir, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert "MD summary (langevin" in out
+    code, out, err = run_cli(
+        capsys, "md", workdir / "m.gapx", workdir / "test.xyz", "--steps", 3, "--no-std",
+        "--log", workdir / "nostd.log", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert np.all(np.isnan(np.loadtxt(workdir / "nostd.log")[:, 5]))
 
 
 def test_label_keys_from_the_config(workdir, capsys, tmp_path):

@@ -18,6 +18,9 @@ class GAPCalculator(Calculator):
     model : gapx.GAP or str or os.PathLike
         A fitted model, or the path of a model file written by ``model.save`` (loaded with
         :func:`gapx.load`).
+    std : bool
+        Also compute the predictive standard deviations ``energy_std`` and ``energies_std``
+        (default). ``False`` skips them, which saves time in long MD runs.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator` (``label``, ``directory``,
         ``atoms``).
@@ -41,7 +44,7 @@ class GAPCalculator(Calculator):
     # Extra keys copied from the model's prediction into ``results`` when present.
     extra_results = ("energy_std", "energies_std", "energy_longrange", "energy_shortrange")
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, *, std: bool = True, **kwargs):
         from . import __version__
         from .io import load
 
@@ -60,6 +63,7 @@ class GAPCalculator(Calculator):
                 )
         super().__init__(**kwargs)
         self.model = model
+        self.std = bool(std)
         # Model hyperparameters live on the model; parameters only say where it came from, so
         # todict() stays small and meaningful.
         self.parameters.update({"model_path": model_path, "version": __version__})
@@ -72,7 +76,7 @@ class GAPCalculator(Calculator):
         """
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        prediction = self.model.predict(atoms)
+        prediction = self.model.predict(atoms) if self.std else self.model.predict(atoms, std=False)
         n_atoms = len(atoms)
         energy = float(prediction["energy"])
         results = {

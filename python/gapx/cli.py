@@ -814,7 +814,7 @@ def cmd_md(args) -> int:
         raise CLIError(f"--friction must be positive (1/fs), got {args.friction}")
     frames = read_frames([args.start], index=str(args.index))
     atoms = frames[0]
-    calc = GAPCalculator(model)
+    calc = GAPCalculator(model, std=not args.no_std)
     with thread_limit(args.threads, len(atoms)):
         summary = _run_md_command(args, atoms, calc)
     print(format_md_summary(summary))
@@ -995,6 +995,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--log-interval", type=int, default=1, metavar="N")
     md.add_argument("--index", default="0", help="frame of the start file to use (default 0)")
     md.add_argument("--seed", type=int, default=0, help="seed for velocities and thermostat")
+    md.add_argument(
+        "--no-std", action="store_true", help="skip the energy std (faster; logged as nan)"
+    )
     md.add_argument(
         "--threads",
         type=int,
