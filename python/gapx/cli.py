@@ -772,6 +772,8 @@ def run_md(
         if traj is not None:
             traj.close()
     etot = np.asarray(record["etot"])
+    stds = np.asarray(record["std"])
+    mean_std = float(np.mean(stds[np.isfinite(stds)])) if np.isfinite(stds).any() else math.nan
     return {
         "steps": steps,
         "n_atoms": n_atoms,
@@ -780,7 +782,7 @@ def run_md(
         "drift_per_atom": float((etot[-1] - etot[0]) / n_atoms),
         "max_deviation_per_atom": float(np.max(np.abs(etot - etot[0])) / n_atoms),
         "mean_temperature": float(np.mean(record["temperature"][1:] or record["temperature"])),
-        "mean_energy_std": float(np.nanmean(record["std"])) if record["std"] else float("nan"),
+        "mean_energy_std": mean_std,
         "steps_per_second": steps / elapsed if elapsed > 0 else float("inf"),
         "record": record,
         "atoms": atoms,
