@@ -206,15 +206,27 @@ def stack_rows(rows: list[TermRows], n_atoms: list[int]) -> tuple[TermRows, np.n
     if with_grad:
         from .descriptors.base import DescriptorGradients
 
-        pairs = np.concatenate(
-            [
-                r.gradients.pairs + np.array([ro, ao])
-                for r, ro, ao in zip(rows, row_offsets, atom_offsets, strict=True)
-            ]
-        )
+        # Entries are grouped by the kind of their row, so that assemble_block reads each
+        # kind's gradients as one contiguous slice: the values are copied once, here.
+        entry_kinds = [r.kinds[r.gradients.pairs[:, 0]] for r in rows]
+        n_entries = sum(k.size for k in entry_kinds)
+        first = rows[0].gradients.values
+        values = np.empty((n_entries, 3, first.shape[2]), dtype=first.dtype)
+        pairs = np.empty((n_entries, 2), dtype=np.int64)
+        position = 0
+        for kind in np.unique(np.concatenate(entry_kinds)):
+            for r, kinds, ro, ao in zip(rows, entry_kinds, row_offsets, atom_offsets, strict=True):
+                mask = kinds == kind
+                count = int(np.count_nonzero(mask))
+                if count == 0:
+                    continue
+                block = slice(position, position + count)
+                np.compress(mask, r.gradients.values, axis=0, out=values[block])
+                pairs[block] = r.gradients.pairs[mask] + np.array([ro, ao])
+                position += count
         grads = DescriptorGradients(
             pairs=pairs,
-            values=np.concatenate([r.gradients.values for r in rows]),
+            values=values,
             strain=np.concatenate([r.gradients.strain for r in rows]),
         )
     stacked = TermRows(
@@ -282,7 +294,11 @@ def assemble_block(
         atom = grads.pairs[entry, 1]
         start = layout.force_row[layout.atom_frame[atom]]
         if entry.size and np.any(start >= 0):
-            D = grads.values[entry].reshape(-1, grads.values.shape[2])
+            if entry[-1] - entry[0] + 1 == entry.size:  # contiguous (stack_rows groups kinds)
+                D = grads.values[entry[0] : entry[-1] + 1]
+            else:
+                D = grads.values[entry]
+            D = D.reshape(-1, grads.values.shape[2])
             centre = np.repeat(local[grads.pairs[entry, 0]], 3)
             dk = kernel.directional(X, Z, D, centre)
             target = np.where(
