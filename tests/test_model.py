@@ -373,3 +373,15 @@ def test_forces_only_frames(rng):
     fitted = np.concatenate([model.predict(a)["forces"] for a in frames])
     # Training forces are reproduced better than their spread.
     assert np.abs(fitted - reference).mean() < 0.5 * np.abs(reference).mean()
+
+
+def test_uncertainty_grows_away_from_the_data():
+    train = _emt_cu_frames(6, 3)
+    model = gapx.GAP([gapx.TwoBody(cutoff=4.5, theta=0.3, n_sparse=15)], verbose=False)
+    model.fit(train)
+    seen = model.predict(train[0])
+    compressed = train[0].copy()
+    compressed.set_cell(compressed.cell.array * 0.8, scale_atoms=True)  # distances never seen
+    unseen = model.predict(compressed)
+    assert unseen["energy_std"] > 10 * seen["energy_std"]
+    assert np.all(unseen["energies_std"] > seen["energies_std"].max())
