@@ -217,6 +217,26 @@ def test_bfgs_reduces_forces(cu_model, cu_cell):
     assert cu_cell.get_potential_energy() < energy0
 
 
+def test_cell_relaxation_with_a_filter(cu_model):
+    """BFGS on FrechetCellFilter uses the stress: an expanded cell shrinks back, stress vanishes."""
+    from ase.filters import FrechetCellFilter
+
+    atoms = bulk("Cu", "fcc", a=3.61 * 1.03, cubic=True) * (2, 2, 1)
+    atoms.rattle(0.02, seed=2)
+    atoms.calc = GAPCalculator(cu_model)
+    stress0 = np.max(np.abs(atoms.get_stress()))
+    volume0 = atoms.get_volume()
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.005, steps=300)
+    assert stress0 > 0.01  # eV/Å^3: an expanded cell is under tension
+    assert np.max(np.abs(atoms.get_stress())) < 0.05 * stress0
+    assert atoms.get_volume() < volume0
+    # The relaxed volume is EMT's (the reference the model was fitted to), within 2 %.
+    reference = atoms.copy()
+    reference.calc = EMT()
+    BFGS(FrechetCellFilter(reference), logfile=None).run(fmax=0.005, steps=300)
+    assert abs(atoms.get_volume() / reference.get_volume() - 1) < 0.02
+
+
 def test_nve_conserves_energy(cu_model):
     """Velocity Verlet, 1 fs, 1 ps, 16-atom periodic Cu: total energy drift < 1e-4 eV/atom."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 1)
