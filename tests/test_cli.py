@@ -304,6 +304,8 @@ def test_unknown_key_message_lists_valid_keys(workdir, capsys, tmp_path):
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--steps", "0"], "--steps must be at least 1"),
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--timestep", "-1"], "--timestep must be"),
         (["md", "{w}/m.gapx", "missing.xyz"], "file not found: missing.xyz"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--log-interval", "0"], "--log-interval must"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--friction", "-1"], "--friction must be"),
         (["eval", "{w}/m.gapx", "{w}/nacl.xyz"], "are not in the model"),
     ],
 )

@@ -812,6 +812,10 @@ def cmd_md(args) -> int:
         raise CLIError(f"--timestep must be a positive number of fs, got {args.timestep}")
     if not (args.temperature >= 0 and math.isfinite(args.temperature)):
         raise CLIError(f"--temperature must be >= 0 K, got {args.temperature}")
+    for name in ("trajectory_interval", "log_interval"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} must be at least 1, got {getattr(args, name)}")
     if args.friction <= 0:
         raise CLIError(f"--friction must be positive (1/fs), got {args.friction}")
     frames = read_frames([args.start], index=str(args.index))
