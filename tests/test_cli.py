@@ -390,3 +390,22 @@ def test_ewald_baseline_from_the_config():
         validate_config(tomllib.loads(text.replace("charges =", "charge =")))
     with pytest.raises(CLIError, match='type = "ewald"'):
         validate_config(tomllib.loads(text.replace('"ewald"', '"coulomb"')))
+
+
+def test_thread_limit():
+    from threadpoolctl import threadpool_info
+
+    from gapx.cli import CLIError, thread_limit
+
+    def counts(api):
+        return {d["num_threads"] for d in threadpool_info() if d["user_api"] == api}
+
+    before = counts("blas")
+    with thread_limit(None, n_atoms=9, single_blas=True):
+        assert counts("blas") == {1}
+        assert counts("openmp") in (set(), {1})  # small system: one OpenMP thread
+    assert counts("blas") == before
+    with thread_limit(1):
+        assert counts("blas") == {1}
+    with pytest.raises(CLIError, match="--threads must be at least 1"):
+        thread_limit(0)

@@ -425,25 +425,33 @@ def _format_bytes(n: float) -> str:
 SMALL_SYSTEM = 100
 
 
-def thread_limit(threads: int | None, n_atoms: int | None = None):
-    """Context limiting OpenMP and BLAS threads (threadpoolctl) for one command.
+def thread_limit(threads: int | None, n_atoms: int | None = None, single_blas: bool = False):
+    """Context limiting OpenMP (and BLAS) threads with threadpoolctl for one command.
 
-    ``threads`` None means automatic: one thread for systems below ``SMALL_SYSTEM`` atoms,
-    otherwise the library defaults (``OMP_NUM_THREADS``).
+    ``threads`` None means automatic: one OpenMP thread for systems below ``SMALL_SYSTEM``
+    atoms, otherwise the library default (``OMP_NUM_THREADS``). ``single_blas`` keeps BLAS on
+    one thread: during evaluation its matrices are small, and BLAS threads only compete with
+    the SOAP code's OpenMP threads (measured here: 1000-atom Si, 2 cores, 78 ms per step with
+    one thread each, 60 ms with two OpenMP threads, 133 ms with two of each).
     """
     import contextlib
 
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {threads}")
     if threads is None and n_atoms is not None and n_atoms < SMALL_SYSTEM:
         threads = 1
-    if threads is None:
-        return contextlib.nullcontext()
-    if threads < 1:
-        raise CLIError(f"--threads must be at least 1, got {threads}")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it the library defaults apply
         return contextlib.nullcontext()
-    return threadpool_limits(limits=threads)
+    stack = contextlib.ExitStack()
+    if single_blas:
+        stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        if threads is not None:
+            stack.enter_context(threadpool_limits(limits=threads, user_api="openmp"))
+    elif threads is not None:
+        stack.enter_context(threadpool_limits(limits=threads))
+    return stack
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,7 +653,7 @@ def cmd_eval(args) -> int:
     frames = read_frames([args.data])
     print_summary(data_summary(frames, keys, "(set label names with --key NAME=KEY)"))
     largest = max(len(a) for a in frames)
-    with thread_limit(args.threads, largest):
+    with thread_limit(args.threads, largest, single_blas=True):
         result, parity = evaluate(model, frames, keys, progress=not args.quiet)
     print(format_error_table(result))
     if args.json:
@@ -821,7 +829,7 @@ def cmd_md(args) -> int:
     frames = read_frames([args.start], index=str(args.index))
     atoms = frames[0]
     calc = GAPCalculator(model, std=not args.no_std)
-    with thread_limit(args.threads, len(atoms)):
+    with thread_limit(args.threads, len(atoms), single_blas=True):
         summary = _run_md_command(args, atoms, calc)
     print(format_md_summary(summary))
     if args.trajectory:
@@ -974,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help=f"OpenMP/BLAS threads (default: 1 below {SMALL_SYSTEM} atoms per frame)",
+        help=f"OpenMP threads (default: 1 below {SMALL_SYSTEM} atoms per frame; BLAS uses 1)",
     )
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
@@ -1008,7 +1016,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help=f"OpenMP/BLAS threads (default: 1 below {SMALL_SYSTEM} atoms)",
+        help=f"OpenMP threads (default: 1 below {SMALL_SYSTEM} atoms; BLAS uses 1)",
     )
     md.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=cmd_md)
