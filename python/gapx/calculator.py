@@ -37,6 +37,9 @@ class GAPCalculator(Calculator):
 
     ASE's :meth:`~ase.calculators.calculator.Calculator.check_state` decides when to recompute:
     nothing is evaluated again unless positions, numbers, cell, pbc (or charges/magmoms) changed.
+    Each evaluation then builds the neighbour list and descriptors afresh (``GAP.predict`` offers
+    no incremental update for position-only changes; the C++ neighbour list is a small part of
+    a step's cost).
     The user's ``Atoms`` is never modified: the model only ever sees the calculator's own copy.
     """
 
