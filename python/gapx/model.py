@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from . import sparse_gp
 from .descriptors.base import SOAPTerm, as_term
 from .io import FORMAT_VERSION, extract_labels, write_model_file
+from .neighbors import neighbor_list
 from .sparse_gp import VOIGT, SparseSet
 
 logger = logging.getLogger("gapx")
@@ -213,12 +214,17 @@ class GAP:
             return 0.0
         return float(self.baseline.calculate(atoms)["energy"])
 
-    def fit(self, frames) -> dict:
+    def fit(self, frames, client=None) -> dict:
         """Fit the model to labelled frames; returns (and stores in ``.summary``) a summary.
 
         Frames carry total energies, forces and/or virials (or stresses), each optional per
         frame. The summary gives the number of targets, sparse points per term and kind, the
         memory of the stacked design matrix, the e0 used and the fit time.
+
+        ``client``: a ``dask.distributed.Client``. When given, descriptors and the design-matrix
+        blocks are computed on its workers, each block reduced there to its (M+1)^2 R factor,
+        and the factors are folded on this process in block order (deterministic for a given
+        data set and block size, whatever the cluster).
         """
         start = time.perf_counter()
         clock = _PhaseClock()
@@ -258,13 +264,20 @@ class GAP:
 
         # Pass 1: descriptor values only, for sparse-point selection.
         values = [dict() for _ in self.terms]
-        for atoms in tqdm(
-            fit_frames, desc="descriptors", disable=not self.verbose, leave=False, unit="frame"
+        gradient_bytes = _gradient_bytes(fit_frames, self.terms)
+        blocks = _frame_blocks(gradient_bytes, self.block_memory)
+        for block_values in _map_blocks(
+            client,
+            _descriptor_values,
+            self.terms,
+            [([fit_frames[k] for k in b],) for b in blocks],
+            [len(b) for b in blocks],
+            desc="descriptors",
+            verbose=self.verbose,
         ):
-            for t, term in enumerate(self.terms):
-                rows = term.rows(atoms, gradients=False)
-                for kind in np.unique(rows.kinds):
-                    values[t].setdefault(int(kind), []).append(rows.X[rows.kinds == kind])
+            for t, by_kind in enumerate(block_values):
+                for kind, X in by_kind.items():
+                    values[t].setdefault(kind, []).append(X)
         clock.lap("descriptors")
         self.sparse_sets = []
         offset = 0
@@ -320,31 +333,21 @@ class GAP:
         solver = sparse_gp.StreamingQR(n_columns)
         for s in self.sparse_sets:
             solver.R[s.offset : s.offset + s.size, s.columns] = s.factor.T
-        row = 0
-        block: list[int] = []
-        block_rows: list[list] = []
-        block_bytes = 0.0
-        progress = tqdm(
-            total=len(fit_frames),
+        # Each frame holds its gradients and, twice, its rows (1 + 3 n_atoms + 6) x (M + 1).
+        n_atoms = np.array([len(atoms) for atoms in fit_frames], dtype=np.float64)
+        row_bytes = 16.0 * (7 + 3 * n_atoms) * (n_columns + 1)
+        blocks = _frame_blocks(gradient_bytes + row_bytes, self.block_memory)
+        model_parts = (self.terms, self.sparse_sets, n_columns)
+        for rows in _map_blocks(
+            client,
+            _block_factor,
+            model_parts,
+            [([fit_frames[k] for k in b], [targets[k] for k in b]) for b in blocks],
+            [len(b) for b in blocks],
             desc="design rows",
-            disable=not self.verbose,
-            leave=False,
-            unit="frame",
-        )
-        for k, atoms in enumerate(fit_frames):
-            rows = [term.rows(atoms, gradients=True) for term in self.terms]
-            block.append(k)
-            block_rows.append(rows)
-            block_bytes += sum(r.gradients.values.nbytes + r.gradients.strain.nbytes for r in rows)
-            block_bytes += 8.0 * (1 + 3 * len(atoms) + 6) * n_columns * 2
-            if block_bytes >= self.block_memory or k == len(fit_frames) - 1:
-                row = self._fill_block(
-                    solver, row, block, block_rows, fit_frames, targets, n_columns
-                )
-                progress.update(len(block))
-                block, block_rows, block_bytes = [], [], 0.0
-        progress.close()
-        assert row == n_obs
+            verbose=self.verbose,
+        ):
+            solver.add_rows(rows)
         self.alpha, self.R = solver.solve()
         del solver
         clock.lap("design_rows_and_qr")
@@ -352,50 +355,6 @@ class GAP:
         self.summary["phase_seconds"] = clock.wall
         self.summary["phase_cpu_seconds"] = clock.cpu
         return self.summary
-
-    def _fill_block(self, solver, row, block, block_rows, frames, targets, n_columns) -> int:
-        n_atoms = [len(frames[k]) for k in block]
-        tg = [targets[k] for k in block]
-        layout = sparse_gp.block_layout(
-            n_atoms,
-            [t[0] is not None for t in tg],
-            [t[1] is not None for t in tg],
-            [t[2] is not None for t in tg],
-        )
-        stacked, frame_of_rows = [], []
-        for t in range(len(self.terms)):
-            rows, frame_of_row = sparse_gp.stack_rows([r[t] for r in block_rows], n_atoms)
-            stacked.append(rows)
-            frame_of_rows.append(frame_of_row)
-        # Fortran order: LAPACK folds the block into R without another copy.
-        augmented = np.zeros((layout.n_obs, n_columns + 1), order="F")
-        sparse_gp.assemble_block(
-            stacked,
-            frame_of_rows,
-            [term.kernel for term in self.terms],
-            self.sparse_sets,
-            layout,
-            n_columns,
-            out=augmented[:, :n_columns],
-        )
-        y = np.zeros(layout.n_obs)
-        sigma = np.ones(layout.n_obs)
-        for f, (energy, forces, virial, (se, sf, sv)) in enumerate(tg):
-            if energy is not None:
-                y[layout.energy_row[f]] = energy
-                sigma[layout.energy_row[f]] = se
-            if forces is not None:
-                r0 = layout.force_row[f]
-                y[r0 : r0 + 3 * n_atoms[f]] = forces.reshape(-1)
-                sigma[r0 : r0 + 3 * n_atoms[f]] = sf
-            if virial is not None:
-                r0 = layout.virial_row[f]
-                y[r0 : r0 + 6] = virial
-                sigma[r0 : r0 + 6] = sv
-        augmented[:, n_columns] = y
-        augmented /= sigma[:, None]
-        solver.add_rows(augmented)
-        return row + layout.n_obs
 
     def _report(self) -> None:
         s = self.summary
@@ -646,6 +605,133 @@ class _PhaseClock:
         self.wall[name] = wall - self._wall
         self.cpu[name] = cpu - self._cpu
         self._wall, self._cpu = wall, cpu
+
+
+def _frame_blocks(frame_bytes, block_memory: float) -> list[list[int]]:
+    """Consecutive blocks of frame indices, each holding at most ``block_memory`` bytes (or
+    one frame when a single frame is larger)."""
+    blocks: list[list[int]] = [[]]
+    held = 0.0
+    for k, size in enumerate(frame_bytes):
+        if blocks[-1] and held + size > block_memory:
+            blocks.append([])
+            held = 0.0
+        blocks[-1].append(k)
+        held += size
+    return blocks if blocks[0] else []
+
+
+def _gradient_bytes(frames, terms) -> np.ndarray:
+    """Bytes of each frame's descriptor gradients: one entry per atom and neighbour within the
+    largest cutoff, plus the strain part, for all terms' features."""
+    cutoff = max(term.cutoff for term in terms)
+    n_features = sum(term.n_features for term in terms)
+    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
+    n_pairs = np.array(
+        [len(neighbor_list(atoms, cutoff)[0]) if len(atoms) > 1 else 0 for atoms in frames],
+        dtype=np.float64,
+    )
+    return 8.0 * n_features * (3 * (n_atoms + n_pairs) + 9 * n_atoms)
+
+
+def _map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
+    """Yield ``fn(shared, *args)`` for each block, in block order, with a progress bar.
+
+    Without a client the blocks run here one after the other (one block in memory at a time).
+    With a ``dask.distributed.Client`` the shared state is sent to the workers once and the
+    blocks run there; results are consumed in submission order so folding them stays
+    deterministic, while workers keep computing later blocks.
+    """
+    progress = tqdm(
+        total=sum(block_sizes), desc=desc, disable=not verbose, leave=False, unit="frame"
+    )
+    if client is None:
+        for args, size in zip(block_args, block_sizes, strict=True):
+            yield fn(shared, *args)
+            progress.update(size)
+    else:
+        [shared_future] = client.scatter([shared], broadcast=True, hash=False)
+        futures = [client.submit(fn, shared_future, *args, pure=False) for args in block_args]
+        for future, size in zip(futures, block_sizes, strict=True):
+            yield future.result()
+            future.release()
+            progress.update(size)
+    progress.close()
+
+
+def _descriptor_values(terms, frames) -> list[dict[int, np.ndarray]]:
+    """Descriptor rows of ``frames`` per term, grouped by kind."""
+    out = [dict() for _ in terms]
+    for t, term in enumerate(terms):
+        grouped: dict[int, list] = {}
+        for atoms in frames:
+            rows = term.rows(atoms, gradients=False)
+            for kind in np.unique(rows.kinds):
+                grouped.setdefault(int(kind), []).append(rows.X[rows.kinds == kind])
+        out[t] = {kind: np.concatenate(parts) for kind, parts in grouped.items()}
+    return out
+
+
+def _scaled_rows(model_parts, frames, targets) -> np.ndarray:
+    """Noise-scaled design rows ``[K_NM / sigma | y / sigma]`` (n_obs, M + 1) of a block."""
+    terms, sparse_sets, n_columns = model_parts
+    n_atoms = [len(atoms) for atoms in frames]
+    layout = sparse_gp.block_layout(
+        n_atoms,
+        [t[0] is not None for t in targets],
+        [t[1] is not None for t in targets],
+        [t[2] is not None for t in targets],
+    )
+    stacked, frame_of_rows = [], []
+    for term in terms:
+        rows, frame_of_row = sparse_gp.stack_rows(
+            [term.rows(atoms, gradients=True) for atoms in frames], n_atoms
+        )
+        stacked.append(rows)
+        frame_of_rows.append(frame_of_row)
+    # Fortran order: LAPACK folds the block into R without another copy.
+    augmented = np.zeros((layout.n_obs, n_columns + 1), order="F")
+    sparse_gp.assemble_block(
+        stacked,
+        frame_of_rows,
+        [term.kernel for term in terms],
+        sparse_sets,
+        layout,
+        n_columns,
+        out=augmented[:, :n_columns],
+    )
+    y = np.zeros(layout.n_obs)
+    sigma = np.ones(layout.n_obs)
+    for f, (energy, forces, virial, (se, sf, sv)) in enumerate(targets):
+        if energy is not None:
+            y[layout.energy_row[f]] = energy
+            sigma[layout.energy_row[f]] = se
+        if forces is not None:
+            r0 = layout.force_row[f]
+            y[r0 : r0 + 3 * n_atoms[f]] = forces.reshape(-1)
+            sigma[r0 : r0 + 3 * n_atoms[f]] = sf
+        if virial is not None:
+            r0 = layout.virial_row[f]
+            y[r0 : r0 + 6] = virial
+            sigma[r0 : r0 + 6] = sv
+    augmented[:, n_columns] = y
+    augmented /= sigma[:, None]
+    return augmented
+
+
+def _block_factor(model_parts, frames, targets) -> np.ndarray:
+    """A block's scaled rows, or, when taller than wide, their R factor (same R^T R).
+
+    Folding R instead of the rows gives the same normal matrix and solution, and keeps what a
+    worker sends back to at most (M+1)^2 numbers.
+    """
+    rows = _scaled_rows(model_parts, frames, targets)
+    n_columns = model_parts[2]
+    if rows.shape[0] <= n_columns + 1:
+        return rows
+    partial = sparse_gp.StreamingQR(n_columns)
+    partial.add_rows(rows)
+    return partial.R
 
 
 def _voigt_to_matrix(stress) -> np.ndarray:

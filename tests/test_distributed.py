@@ -1,0 +1,110 @@
+"""Fitting on a dask.distributed cluster (a real LocalCluster with worker processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+import gapx
+
+distributed = pytest.importorskip("dask.distributed")
+
+# Block factors folded in another order round differently from the serial fold: same
+# solution to this relative precision.
+RELATIVE_AGREEMENT = 1e-8
+
+
+def emt_frames(n, seed):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+        atoms.set_cell(
+            atoms.cell.array @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True
+        )
+        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+        atoms.calc = EMT()
+        results = {
+            "energy": atoms.get_potential_energy(),
+            "forces": atoms.get_forces(),
+            "stress": atoms.get_stress(),
+        }
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
+
+
+def make_model():
+    # A small block memory splits the 24 frames into several blocks, some taller than wide
+    # (reduced to R on the worker) and some not.
+    return gapx.GAP(
+        [
+            gapx.TwoBody(cutoff=4.0, n_sparse=12, delta=0.5),
+            gapx.SOAP(
+                species=["Cu"],
+                cutoff=3.5,
+                n_max=3,
+                l_max=2,
+                atom_sigma=0.5,
+                zeta=2,
+                delta=0.2,
+                n_sparse=20,
+            ),
+        ],
+        sigma_energy=0.002,
+        sigma_force=0.05,
+        sigma_virial=0.05,
+        seed=3,
+        block_memory=2e5,
+        verbose=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        yield dask_client
+
+
+def test_cluster_fit_matches_local_fit_and_is_deterministic(client):
+    frames = emt_frames(24, seed=0)
+    test = emt_frames(3, seed=1)
+
+    local = make_model()
+    local.fit(frames)
+    on_cluster = make_model()
+    with distributed.get_task_stream(client) as stream:
+        on_cluster.fit(frames, client=client)
+    again = make_model()
+    again.fit(frames, client=client)
+
+    # The descriptors and design blocks really ran as tasks on the workers.
+    names = {distributed.utils.key_split(task["key"]) for task in stream.data}
+    assert {"descriptor_values", "block_factor"} <= names, names
+    scale = np.max(np.abs(local.alpha))
+    assert np.max(np.abs(on_cluster.alpha - local.alpha)) <= RELATIVE_AGREEMENT * scale
+    np.testing.assert_array_equal(on_cluster.alpha, again.alpha)
+    for atoms in test:
+        expected = local.predict(atoms)
+        got = on_cluster.predict(atoms)
+        np.testing.assert_allclose(got["energy"], expected["energy"], rtol=RELATIVE_AGREEMENT)
+        np.testing.assert_allclose(got["forces"], expected["forces"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got["energy_std"], expected["energy_std"], rtol=1e-6)
+
+
+def test_several_blocks_were_used():
+    from gapx.model import _frame_blocks, _gradient_bytes
+
+    model = make_model()
+    frames = emt_frames(24, seed=0)
+    blocks = _frame_blocks(_gradient_bytes(frames, model.terms), model.block_memory)
+    assert len(blocks) > 2
+    assert [k for b in blocks for k in b] == list(range(24))
