@@ -363,9 +363,13 @@ def test_console_script_subprocess(workdir):
 
 def test_shipped_configs_are_valid():
     """The example in `gapx fit --help` and examples/ethanol.toml pass validation and build."""
-    import tomllib
-
-    from gapx.cli import EXAMPLE_CONFIG, build_model, read_config, validate_config
+    from gapx.cli import (
+        EXAMPLE_CONFIG,
+        build_model,
+        read_config,
+        tomllib,  # tomli on Python 3.10
+        validate_config,
+    )
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for config in (
@@ -379,9 +383,12 @@ def test_shipped_configs_are_valid():
 
 
 def test_ewald_baseline_from_the_config():
-    import tomllib
-
-    from gapx.cli import CLIError, build_model, validate_config
+    from gapx.cli import (
+        CLIError,
+        build_model,
+        tomllib,  # tomli on Python 3.10
+        validate_config,
+    )
 
     text = CONFIG + '\n[baseline]\ntype = "ewald"\ncharges = {Na = 1.0, Cl = -1.0}\n'
     model = build_model(validate_config(tomllib.loads(text)), ["Na", "Cl"])
