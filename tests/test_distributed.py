@@ -108,3 +108,35 @@ def test_several_blocks_were_used():
     blocks = _frame_blocks(_gradient_bytes(frames, model.terms), model.block_memory)
     assert len(blocks) > 2
     assert [k for b in blocks for k in b] == list(range(24))
+
+
+def test_cli_fit_on_the_cluster(client, tmp_path, capsys):
+    from gapx.cli import main
+
+    ase_io = pytest.importorskip("ase.io")
+    ase_io.write(tmp_path / "train.xyz", emt_frames(8, seed=4), format="extxyz")
+    (tmp_path / "fit.toml").write_text(
+        '[[terms]]\ntype = "two_body"\ncutoff = 4.0\ndelta = 0.5\nn_sparse = 8\n\n'
+        "[fit]\nsigma_energy = 0.002\nsigma_force = 0.05\nsigma_virial = 0.05\n"
+    )
+    models = {}
+    for name, extra in [("local", []), ("cluster", ["--dask", client.scheduler.address])]:
+        argv = [
+            "fit",
+            tmp_path / "train.xyz",
+            "--config",
+            tmp_path / "fit.toml",
+            "-o",
+            tmp_path / f"{name}.gapx",
+            *extra,
+        ]
+        assert main([str(a) for a in argv]) == 0
+        models[name] = gapx.load(str(tmp_path / f"{name}.gapx"))
+    assert f"dask: connected to {client.scheduler.address}" in capsys.readouterr().out
+    probe = emt_frames(1, seed=5)[0]
+    np.testing.assert_allclose(
+        models["cluster"].predict(probe)["forces"],
+        models["local"].predict(probe)["forces"],
+        rtol=1e-6,
+        atol=1e-9,
+    )

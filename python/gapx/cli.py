@@ -9,6 +9,7 @@ argparse usage errors return 2. ``--traceback`` shows the full Python traceback 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -409,7 +410,8 @@ def memory_estimate(model, summary: dict) -> tuple[int, int]:
     labels = summary["labels"]
     n_obs = labels["energy"] + 6 * labels["virial"] + 3 * summary["atoms_with_forces"]
     design = 8 * (n_obs + n_columns) * (n_columns + 1)
-    return design, design + int(getattr(model, "block_memory", 0))
+    # The fit streams the design matrix in blocks and holds only its (M+1)^2 R factor.
+    return design, 8 * (n_columns + 1) ** 2 + int(getattr(model, "block_memory", 0))
 
 
 def _format_bytes(n: float) -> str:
@@ -459,6 +461,32 @@ def thread_limit(threads: int | None, n_atoms: int | None = None, single_blas: b
 # --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def dask_client(address: str | None):
+    """A dask.distributed client for ``--dask``: a scheduler address, or "local" for a
+    LocalCluster on this machine; None when the fit runs in this process."""
+    if address is None:
+        yield None
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise CLIError("--dask needs dask.distributed: pip install 'dask[distributed]'") from None
+    if address == "local":
+        with LocalCluster(threads_per_worker=1, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                print(f"dask: local cluster with {len(cluster.workers)} workers")
+                yield client
+        return
+    try:
+        client = Client(address, timeout=30)
+    except OSError as error:
+        raise CLIError(f"cannot reach the dask scheduler at {address}: {error}") from None
+    with client:
+        print(f"dask: connected to {address}")
+        yield client
+
+
 def cmd_fit(args) -> int:
     config = read_config(args.config)
     for assignment in args.set or []:
@@ -472,16 +500,16 @@ def cmd_fit(args) -> int:
     model = build_model(config, species)
     design, peak = memory_estimate(model, summary)
     print(
-        f"memory estimate for the fit: design matrix {_format_bytes(design)}, "
-        f"peak about {_format_bytes(peak)}"
+        f"memory estimate for the fit: design matrix {_format_bytes(design)} (streamed in "
+        f"blocks), peak about {_format_bytes(peak)}"
     )
     output = args.output or config["output"].get("model") or "model.gapx"
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise CLIError(f"output directory does not exist: {directory}")
     start = time.perf_counter()
-    with thread_limit(args.threads):
-        model.fit(frames)
+    with thread_limit(args.threads), dask_client(args.dask) as client:
+        model.fit(frames, client=client)
     elapsed = time.perf_counter() - start
     model.save(output)
     print(f"fitted in {elapsed:.1f} s; model written to {output}")
@@ -960,6 +988,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="OpenMP/BLAS threads (default: OMP_NUM_THREADS)",
+    )
+    fit.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="compute descriptors and design-matrix blocks on a dask.distributed cluster: "
+        "a scheduler address (tcp://host:8786) or 'local' for a LocalCluster",
     )
     fit.set_defaults(func=cmd_fit)
 
