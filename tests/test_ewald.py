@@ -344,7 +344,7 @@ def test_bad_settings():
         gapx.Ewald({"Na": float("nan"), "Cl": -1.0})
     with pytest.raises(ValueError, match=r"accuracy must be in \(0, 1\)"):
         gapx.Ewald(NACL, accuracy=1.5)
-    with pytest.raises(ValueError, match="alpha must be a positive"):
+    with pytest.raises(ValueError, match="alpha must be positive and finite"):
         gapx.Ewald(NACL, alpha=-1.0)
     with pytest.raises(TypeError, match="charges must be a dict"):
         gapx.Ewald([1.0, -1.0])

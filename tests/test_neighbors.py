@@ -163,7 +163,7 @@ def simple_atoms():
 
 @pytest.mark.parametrize("cutoff", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_cutoff(cutoff):
-    with pytest.raises(ValueError, match="cutoff must be a positive finite number"):
+    with pytest.raises(ValueError, match="cutoff must be positive and finite"):
         gapx.neighbor_list(simple_atoms(), cutoff)
 
 

@@ -54,15 +54,20 @@ def check_periodic_cell(cell: np.ndarray, pbc: tuple[bool, bool, bool]) -> None:
         )
 
 
+def positive_number(name: str, value) -> float:
+    """Return ``value`` as a float, refusing non-numbers, NaN, infinities and values <= 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return number
+
+
 def as_cutoff(cutoff) -> float:
     """Return the cutoff as a positive finite float."""
-    try:
-        value = float(cutoff)
-    except (TypeError, ValueError):
-        raise ValueError(f"cutoff must be a number, got {cutoff!r}") from None
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"cutoff must be a positive finite number, got {cutoff!r}")
-    return value
+    return positive_number("cutoff", cutoff)
 
 
 def atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool], np.ndarray]:

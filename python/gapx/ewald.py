@@ -36,7 +36,7 @@ from ase.units import Bohr, Hartree
 from scipy.special import erfc
 from threadpoolctl import threadpool_limits
 
-from ._arrays import atoms_arrays
+from ._arrays import atoms_arrays, positive_number
 from .neighbors import neighbor_list
 
 COULOMB = Hartree * Bohr  # e^2 / (4 pi eps0) in eV Å
@@ -96,14 +96,7 @@ class Ewald:
         if not isinstance(background, (bool, np.bool_)):
             raise TypeError(f"background must be a bool, got {background!r}")
         self._background = bool(background)
-        if alpha is not None:
-            try:
-                alpha = float(alpha)
-            except (TypeError, ValueError):
-                raise ValueError(f"alpha must be a positive number, got {alpha!r}") from None
-            if not math.isfinite(alpha) or alpha <= 0.0:
-                raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
-        self._alpha = alpha
+        self._alpha = None if alpha is None else positive_number("alpha", alpha)
 
     @property
     def charges(self) -> dict[str, float] | None:

@@ -13,6 +13,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from tqdm.auto import tqdm
 
 from . import sparse_gp
+from ._arrays import positive_number
 from .descriptors.base import SOAPTerm, as_term
 from .io import FORMAT_VERSION, extract_labels, write_model_file
 from .neighbors import neighbor_list
@@ -42,16 +43,6 @@ def _baseline_from_dict(data: dict):
 
         return Ewald.from_dict(data["params"])
     raise ValueError(f"unknown baseline type {kind!r} (known: ewald)")
-
-
-def _positive(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return number
 
 
 def _voigt(matrix: np.ndarray) -> np.ndarray:
@@ -116,9 +107,9 @@ class GAP:
         if len(terms) == 0:
             raise ValueError("a GAP model needs at least one term")
         self.terms = [as_term(t) for t in terms]
-        self.sigma_energy = _positive("sigma_energy", sigma_energy)
-        self.sigma_force = _positive("sigma_force", sigma_force)
-        self.sigma_virial = _positive("sigma_virial", sigma_virial)
+        self.sigma_energy = positive_number("sigma_energy", sigma_energy)
+        self.sigma_force = positive_number("sigma_force", sigma_force)
+        self.sigma_virial = positive_number("sigma_virial", sigma_virial)
         self.config_type_sigma = {}
         for name, sigmas in dict(config_type_sigma or {}).items():
             if len(tuple(sigmas)) != 3:
@@ -127,7 +118,7 @@ class GAP:
                     f"sigma_virial), got {sigmas!r}"
                 )
             self.config_type_sigma[str(name)] = tuple(
-                _positive(f"config_type_sigma[{name!r}]", s) for s in sigmas
+                positive_number(f"config_type_sigma[{name!r}]", s) for s in sigmas
             )
         if isinstance(e0, dict):
             e0 = {str(k): float(v) for k, v in e0.items()}
@@ -154,7 +145,7 @@ class GAP:
         if baseline is not None and not callable(getattr(baseline, "calculate", None)):
             raise TypeError("baseline must provide calculate(atoms) and to_dict()")
         self.baseline = baseline
-        self.block_memory = _positive("block_memory", block_memory)
+        self.block_memory = positive_number("block_memory", block_memory)
         self.verbose = bool(verbose)
         self.e0: dict[str, float] | None = None
         self.sparse_sets: list[SparseSet] = []
