@@ -9,10 +9,10 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.emt import EMT
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
+from structures import strained_fcc_cells
 from threadpoolctl import threadpool_limits
 
 import gapx
@@ -27,27 +27,6 @@ FD_ATOL = 1e-8
 FD_STEP = 1e-4
 # NVE drift bound of the issue: total energy change per atom over 1 ps at 1 fs.
 NVE_DRIFT = 1e-4
-
-
-def emt_frames(n_frames: int, seed: int) -> list:
-    """Rattled, randomly strained fcc Cu cells (16 atoms) labelled with EMT."""
-    rng = np.random.default_rng(seed)
-    base = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 1)
-    frames = []
-    for _ in range(n_frames):
-        atoms = base.copy()
-        strain = 0.03 * rng.standard_normal((3, 3))
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T)), True)
-        atoms.positions += 0.12 * rng.standard_normal(atoms.positions.shape)
-        atoms.calc = EMT()
-        labels = {
-            "energy": atoms.get_potential_energy(),
-            "forces": atoms.get_forces(),
-            "stress": atoms.get_stress(),
-        }
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        frames.append(atoms)
-    return frames
 
 
 def make_model():
@@ -84,7 +63,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def cu_model(one_thread):
     model = make_model()
-    model.fit(emt_frames(12, seed=0))
+    model.fit(strained_fcc_cells(np.random.default_rng(0), 12))
     return model
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from structures import strained_fcc_cells
 
 import gapx
 
@@ -15,26 +13,6 @@ distributed = pytest.importorskip("dask.distributed")
 # Block factors folded in another order round differently from the serial fold: same
 # solution to this relative precision.
 RELATIVE_AGREEMENT = 1e-8
-
-
-def emt_frames(n, seed):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
-        atoms.set_cell(
-            atoms.cell.array @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True
-        )
-        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
-        atoms.calc = EMT()
-        results = {
-            "energy": atoms.get_potential_energy(),
-            "forces": atoms.get_forces(),
-            "stress": atoms.get_stress(),
-        }
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
-    return frames
 
 
 def make_model():
@@ -75,8 +53,8 @@ def client():
 
 
 def test_cluster_fit_matches_local_fit_and_is_deterministic(client):
-    frames = emt_frames(24, seed=0)
-    test = emt_frames(3, seed=1)
+    frames = strained_fcc_cells(np.random.default_rng(0), 24, repeat=(2, 2, 2), rattle=0.1)
+    test = strained_fcc_cells(np.random.default_rng(1), 3, repeat=(2, 2, 2), rattle=0.1)
 
     local = make_model()
     local.fit(frames)
@@ -104,7 +82,7 @@ def test_several_blocks_were_used():
     from gapx.model import _frame_blocks, _gradient_bytes
 
     model = make_model()
-    frames = emt_frames(24, seed=0)
+    frames = strained_fcc_cells(np.random.default_rng(0), 24, repeat=(2, 2, 2), rattle=0.1)
     blocks = _frame_blocks(_gradient_bytes(frames, model.terms), model.block_memory)
     assert len(blocks) > 2
     assert [k for b in blocks for k in b] == list(range(24))
@@ -114,7 +92,11 @@ def test_cli_fit_on_the_cluster(client, tmp_path, capsys):
     from gapx.cli import main
 
     ase_io = pytest.importorskip("ase.io")
-    ase_io.write(tmp_path / "train.xyz", emt_frames(8, seed=4), format="extxyz")
+    ase_io.write(
+        tmp_path / "train.xyz",
+        strained_fcc_cells(np.random.default_rng(4), 8, repeat=(2, 2, 2), rattle=0.1),
+        format="extxyz",
+    )
     (tmp_path / "fit.toml").write_text(
         '[[terms]]\ntype = "two_body"\ncutoff = 4.0\ndelta = 0.5\nn_sparse = 8\n\n'
         "[fit]\nsigma_energy = 0.002\nsigma_force = 0.05\nsigma_virial = 0.05\n"
@@ -133,7 +115,7 @@ def test_cli_fit_on_the_cluster(client, tmp_path, capsys):
         assert main([str(a) for a in argv]) == 0
         models[name] = gapx.load(str(tmp_path / f"{name}.gapx"))
     assert f"dask: connected to {client.scheduler.address}" in capsys.readouterr().out
-    probe = emt_frames(1, seed=5)[0]
+    probe = strained_fcc_cells(np.random.default_rng(5), 1, repeat=(2, 2, 2), rattle=0.1)[0]
     np.testing.assert_allclose(
         models["cluster"].predict(probe)["forces"],
         models["local"].predict(probe)["forces"],

@@ -8,12 +8,11 @@ import zipfile
 
 import numpy as np
 import pytest
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from structures import random_structure, random_triclinic_cell
+from structures import random_cu_al_cells, random_structure, random_triclinic_cell
 
 import gapx
 from gapx.io import (
@@ -28,23 +27,6 @@ from gapx.io import (
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
-def _frames(rng, n):
-    frames = []
-    for _ in range(n):
-        atoms = random_structure(
-            rng, ["Cu", "Al"], 5, cell=random_triclinic_cell(rng, 5.0), min_distance=2.0
-        )
-        atoms.calc = EMT()
-        results = {
-            "energy": atoms.get_potential_energy(),
-            "forces": atoms.get_forces(),
-            "stress": atoms.get_stress(),
-        }
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def fitted():
     rng = np.random.default_rng(11)
@@ -54,8 +36,8 @@ def fitted():
         config_type_sigma={"bulk": (0.002, 0.04, 0.06)},
         verbose=False,
     )
-    model.fit(_frames(rng, 4))
-    return model, _frames(rng, 2)
+    model.fit(random_cu_al_cells(rng, 4))
+    return model, random_cu_al_cells(rng, 2)
 
 
 def test_save_load_predict_is_bit_identical(fitted, tmp_path):

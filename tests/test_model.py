@@ -8,14 +8,18 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from finite_differences import (
     assert_gradients_close,
     numerical_position_gradient,
     numerical_strain_gradient,
 )
-from structures import random_structure, random_triclinic_cell
+from structures import (
+    emt_labelled,
+    random_cu_al_cells,
+    random_structure,
+    random_triclinic_cell,
+)
 
 import gapx
 
@@ -24,16 +28,8 @@ FD_DELTA = 1e-5
 FD_RTOL = 1e-6
 
 
-def _label(atoms, stress=True):
-    atoms.calc = EMT()
-    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-    if stress:
-        results["stress"] = atoms.get_stress()
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
-
-
 def _emt_cu_frames(n, seed):
+    """32-atom Cu cells under random (non-symmetric) deformations, rattled, EMT-labelled."""
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n):
@@ -41,17 +37,7 @@ def _emt_cu_frames(n, seed):
         strain = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))
         atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
         atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
-        frames.append(_label(atoms))
-    return frames
-
-
-def _mixed_frames(rng, n):
-    frames = []
-    for _ in range(n):
-        atoms = random_structure(
-            rng, ["Cu", "Al"], 5, cell=random_triclinic_cell(rng, 5.0), min_distance=2.0
-        )
-        frames.append(_label(atoms))
+        frames.append(emt_labelled(atoms))
     return frames
 
 
@@ -73,12 +59,15 @@ def mixed_model():
         sigma_virial=0.05,
         verbose=False,
     )
-    model.fit(_mixed_frames(rng, 6))
+    model.fit(random_cu_al_cells(rng, 6))
     return model
 
 
 def test_emt_fit_reaches_low_force_error():
-    train, test = _emt_cu_frames(12, 1), _emt_cu_frames(4, 2)
+    train, test = (
+        _emt_cu_frames(12, 1),
+        _emt_cu_frames(4, 2),
+    )
     model = gapx.GAP(
         [gapx.TwoBody(cutoff=4.5, theta=0.5, delta=0.5, n_sparse=20)],
         sigma_energy=0.001,
@@ -143,7 +132,7 @@ def test_invariance_to_rotation_and_permutation(mixed_model, rng):
 
 
 def test_fit_is_deterministic(rng):
-    frames = _mixed_frames(rng, 4)
+    frames = random_cu_al_cells(rng, 4)
 
     def fit():
         model = gapx.GAP(
@@ -188,7 +177,7 @@ def _with_labels(atoms, **results):
 
 
 def test_stress_and_virial_labels_are_equivalent(rng):
-    frames = _mixed_frames(rng, 3)
+    frames = random_cu_al_cells(rng, 3)
     as_virial = []
     for a in frames:
         virial = -a.get_volume() * np.array(
@@ -203,12 +192,12 @@ def test_stress_and_virial_labels_are_equivalent(rng):
     m2 = gapx.GAP(terms, verbose=False)
     m2.fit(as_virial)
     assert m1.summary["n_virial_components"] == 18
-    probe = _mixed_frames(rng, 1)[0]
+    probe = random_cu_al_cells(rng, 1)[0]
     np.testing.assert_allclose(m1.predict(probe)["forces"], m2.predict(probe)["forces"], atol=1e-9)
 
 
 def test_sigma_overrides(rng):
-    frames = _mixed_frames(rng, 4)
+    frames = random_cu_al_cells(rng, 4)
     term = gapx.TwoBody(cutoff=4.0, n_sparse=6)
     # A huge per-frame energy sigma is the same as dropping that energy label.
     noisy = [a.copy() for a in frames]
@@ -227,7 +216,7 @@ def test_sigma_overrides(rng):
         model = gapx.GAP([term], e0=e0, verbose=False)
         model.fit(data)
         models.append(model)
-    probe = _mixed_frames(rng, 1)[0]
+    probe = random_cu_al_cells(rng, 1)[0]
     energies = [m.predict(probe)["energies"] for m in models]
     np.testing.assert_allclose(energies[1], energies[2], rtol=0, atol=1e-7)
     assert np.max(np.abs(energies[0] - energies[1])) > 1e-5
@@ -250,7 +239,7 @@ def test_sigma_overrides(rng):
 
 
 def test_e0_options(rng):
-    frames = _mixed_frames(rng, 3)
+    frames = random_cu_al_cells(rng, 3)
     isolated = []
     for symbol, energy in (("Cu", -1.5), ("Al", -0.5)):
         atom = gapx_atoms(symbol)
@@ -303,7 +292,7 @@ def test_baseline_is_added_back(rng):
 
 
 def test_bad_labels_name_the_frame(rng):
-    good = _mixed_frames(rng, 2)
+    good = random_cu_al_cells(rng, 2)
     term = [gapx.TwoBody(cutoff=4.0, n_sparse=5)]
     bad_forces = _with_labels(good[1], energy=1.0, forces=np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"frame 1: forces has shape \(2, 3\)"):
@@ -345,8 +334,8 @@ def test_bad_settings():
 
 
 def test_block_streaming_does_not_change_the_fit(rng):
-    frames = _mixed_frames(rng, 5)
-    probe = _mixed_frames(rng, 1)[0]
+    frames = random_cu_al_cells(rng, 5)
+    probe = random_cu_al_cells(rng, 1)[0]
     predictions = []
     for block_memory in (1.0, 1e9):  # one frame per block / everything in one block
         model = gapx.GAP(
@@ -361,7 +350,7 @@ def test_block_streaming_does_not_change_the_fit(rng):
 
 
 def test_forces_only_frames(rng):
-    frames = _mixed_frames(rng, 3)
+    frames = random_cu_al_cells(rng, 3)
     for atoms in frames:
         atoms.calc = SinglePointCalculator(atoms, forces=atoms.get_forces())
     model = gapx.GAP([gapx.TwoBody(cutoff=4.0, n_sparse=6, sparse_method="random")], verbose=False)
