@@ -371,7 +371,7 @@ def test_to_dict_round_trip():
         ({"l_max": -1}, "l_max must be at least 0"),
         ({"atom_sigma": 0.0}, "atom_sigma must be positive"),
         ({"atom_sigma": -0.5}, "atom_sigma must be positive"),
-        ({"cutoff": -1.0}, "cutoff must be a positive"),
+        ({"cutoff": -1.0}, "cutoff must be positive and finite"),
         ({"cutoff_transition_width": 6.0}, r"cutoff_transition_width \(6.0\) must not exceed"),
         ({"cutoff_transition_width": 0.0}, "cutoff_transition_width must be positive"),
         ({"species": ["Xx"]}, "unknown chemical symbol 'Xx'"),

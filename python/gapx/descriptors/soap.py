@@ -9,7 +9,7 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from .. import _core
-from .._arrays import as_cutoff, atoms_arrays
+from .._arrays import as_cutoff, atoms_arrays, positive_number
 
 SPARSE_METHODS = ("cur", "random", "fps", "all")
 
@@ -44,16 +44,6 @@ def _species_number(value) -> int:
     if not 1 <= int(value) < len(chemical_symbols):
         raise ValueError(f"invalid atomic number {value!r} in species")
     return int(value)
-
-
-def _positive(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0.0:
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return number
 
 
 def _integer(name: str, value, minimum: int) -> int:
@@ -152,7 +142,7 @@ class SOAP:
         if len(numbers) != len(species):
             raise ValueError(f"species contains duplicates: {species!r}")
         cutoff = as_cutoff(cutoff)
-        width = _positive("cutoff_transition_width", cutoff_transition_width)
+        width = positive_number("cutoff_transition_width", cutoff_transition_width)
         if width > cutoff:
             raise ValueError(
                 f"cutoff_transition_width ({width}) must not exceed the cutoff ({cutoff})"
@@ -171,11 +161,11 @@ class SOAP:
             "cutoff": cutoff,
             "n_max": _integer("n_max", n_max, 1),
             "l_max": _integer("l_max", l_max, 0),
-            "atom_sigma": _positive("atom_sigma", atom_sigma),
+            "atom_sigma": positive_number("atom_sigma", atom_sigma),
             "cutoff_transition_width": width,
             "central_weight": central,
-            "zeta": _positive("zeta", zeta),
-            "delta": _positive("delta", delta),
+            "zeta": positive_number("zeta", zeta),
+            "delta": positive_number("delta", delta),
             "n_sparse": _integer("n_sparse", n_sparse, 1),
             "sparse_method": sparse_method,
             "n_threads": n_threads,
