@@ -4,50 +4,17 @@
 //
 //   bench_soap [n_max=8] [l_max=6] [n_threads=1] [n_atoms=1000] [cutoff=5.0] [atom_sigma=0.5]
 //              [only=all|values|gradients|backpropagate]  (one mode only, e.g. for perf)
+#include "bench_common.hpp"
 #include "gapx/soap.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
-namespace {
-
-// Best wall time per call, and the process CPU time (all threads) of that call: on a shared
-// machine the CPU time is less disturbed by other jobs than the wall time.
-struct Timing {
-    double wall = 1e300;
-    double cpu = 0.0;
-};
-
-template <typename F> Timing time_per_call(F &&f, double budget = 1.0) {
-    f(); // warm-up (also builds the cached spline tables)
-    int repeats = 0;
-    double elapsed = 0.0;
-    Timing best;
-    while (elapsed < budget || repeats < 3) {
-        const std::clock_t cpu_start = std::clock();
-        const auto start = std::chrono::steady_clock::now();
-        f();
-        const double t =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double cpu = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
-        elapsed += t;
-        if (t < best.wall) {
-            best.wall = t;
-            best.cpu = cpu;
-        }
-        ++repeats;
-    }
-    return best;
-}
-
-} // namespace
+using gapx::bench::Timing;
+using gapx::bench::time_per_call;
 
 int main(int argc, char **argv) {
     gapx::SoapOptions options;
@@ -63,29 +30,9 @@ int main(int argc, char **argv) {
     const std::string only = argc > 7 ? argv[7] : "all";
     const auto wanted = [&only](const char *mode) { return only == "all" || only == mode; };
 
-    const double a = 5.43;
-    const int repeat = std::max(1, static_cast<int>(std::lround(std::cbrt(target / 8.0))));
-    const double basis[8][3] = {{0, 0, 0},          {0, 0.5, 0.5},      {0.5, 0, 0.5},
-                                {0.5, 0.5, 0},      {0.25, 0.25, 0.25}, {0.25, 0.75, 0.75},
-                                {0.75, 0.25, 0.75}, {0.75, 0.75, 0.25}};
-    const long n_atoms = 8L * repeat * repeat * repeat;
-    gapx::Positions positions(n_atoms, 3);
-    std::mt19937_64 rng(0);
-    std::normal_distribution<double> rattle(0.0, 0.1);
-    long row = 0;
-    for (int x = 0; x < repeat; ++x) {
-        for (int y = 0; y < repeat; ++y) {
-            for (int z = 0; z < repeat; ++z) {
-                for (const auto &b : basis) {
-                    positions(row, 0) = a * (x + b[0]) + rattle(rng);
-                    positions(row, 1) = a * (y + b[1]) + rattle(rng);
-                    positions(row, 2) = a * (z + b[2]) + rattle(rng);
-                    ++row;
-                }
-            }
-        }
-    }
-    const gapx::Cell cell = gapx::Cell::Identity() * (a * repeat);
+    gapx::Cell cell;
+    const gapx::Positions positions = gapx::bench::diamond_silicon(target, 0.1, cell);
+    const long n_atoms = positions.rows();
     const gapx::Pbc pbc{true, true, true};
     const std::vector<int> numbers(n_atoms, 14);
 
