@@ -370,16 +370,29 @@ std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers)
     return indices;
 }
 
-RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                                 Pbc pbc, const std::vector<int> &numbers, int n_threads) const {
+PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const Positions> &positions,
+                                                        const Cell &cell, Pbc pbc,
+                                                        const std::vector<int> &numbers,
+                                                        int n_threads) const {
     const Index n_atoms = positions.rows();
     if (static_cast<Index>(numbers.size()) != n_atoms) {
         throw InvalidArgument("numbers and positions have different lengths");
     }
-    const std::vector<int> species = species_indices(numbers);
-    const NeighborList neighbors =
-        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
-    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    Environments env;
+    env.species = species_indices(numbers);
+    env.neighbors = build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
+    env.starts = center_starts(env.neighbors, n_atoms);
+    return env;
+}
+
+RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                 Pbc pbc, const std::vector<int> &numbers, int n_threads) const {
+    const Index n_atoms = positions.rows();
+    // Named references, not a structured binding: lambdas below capture them (C++17).
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const std::vector<int> &species = env.species;
+    const NeighborList &neighbors = env.neighbors;
+    const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
     RowMatrix values(n_atoms, n_feat);
     const int threads = resolve_threads(n_threads);
@@ -408,13 +421,11 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                                                const std::vector<int> &numbers,
                                                int n_threads) const {
     const Index n_atoms = positions.rows();
-    if (static_cast<Index>(numbers.size()) != n_atoms) {
-        throw InvalidArgument("numbers and positions have different lengths");
-    }
-    const std::vector<int> species = species_indices(numbers);
-    const NeighborList neighbors =
-        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
-    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    // Named references, not a structured binding: lambdas below capture them (C++17).
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const std::vector<int> &species = env.species;
+    const NeighborList &neighbors = env.neighbors;
+    const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
     const int threads = resolve_threads(n_threads);
 
@@ -564,18 +575,16 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                                   const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
                                   Cell &dE_dstrain, int n_threads) const {
     const Index n_atoms = positions.rows();
-    if (static_cast<Index>(numbers.size()) != n_atoms) {
-        throw InvalidArgument("numbers and positions have different lengths");
-    }
     const Index n_feat = n_features();
     if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
         throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
                               std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
     }
-    const std::vector<int> species = species_indices(numbers);
-    const NeighborList neighbors =
-        build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
-    const std::vector<Index> starts = center_starts(neighbors, n_atoms);
+    // Named references, not a structured binding: lambdas below capture them (C++17).
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const std::vector<int> &species = env.species;
+    const NeighborList &neighbors = env.neighbors;
+    const std::vector<Index> &starts = env.starts;
     const int threads = resolve_threads(n_threads);
     const int n_max = expansion_.n_max();
     const int n_l = expansion_.n_l();

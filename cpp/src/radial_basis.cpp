@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <utility>
 
 namespace gapx {
 namespace {
@@ -25,24 +26,8 @@ constexpr Real spacing_per_sigma = 1.0 / 128.0;
 void gauss_legendre(int n, std::vector<Real> &nodes, std::vector<Real> &weights) {
     nodes.resize(n);
     weights.resize(n);
-    for (int i = 0; i < n; ++i) {
-        Real x = std::cos(pi * (i + 0.75) / (n + 0.5));
-        Real dp = 0.0;
-        for (int iter = 0; iter < 100; ++iter) {
-            Real p0 = 1.0;
-            Real p1 = x;
-            for (int k = 2; k <= n; ++k) {
-                const Real p2 = ((2 * k - 1) * x * p1 - (k - 1) * p0) / k;
-                p0 = p1;
-                p1 = p2;
-            }
-            dp = n * (x * p1 - p0) / (x * x - 1.0);
-            const Real step = p1 / dp;
-            x -= step;
-            if (std::abs(step) < 1e-16) {
-                break;
-            }
-        }
+    // Legendre P_n(x) and its derivative by the three-term recurrence.
+    const auto legendre = [n](Real x) {
         Real p0 = 1.0;
         Real p1 = x;
         for (int k = 2; k <= n; ++k) {
@@ -50,7 +35,19 @@ void gauss_legendre(int n, std::vector<Real> &nodes, std::vector<Real> &weights)
             p0 = p1;
             p1 = p2;
         }
-        dp = n * (x * p1 - p0) / (x * x - 1.0);
+        return std::pair<Real, Real>{p1, n * (x * p1 - p0) / (x * x - 1.0)};
+    };
+    for (int i = 0; i < n; ++i) {
+        Real x = std::cos(pi * (i + 0.75) / (n + 0.5));
+        for (int iter = 0; iter < 100; ++iter) {
+            const auto [p, dp] = legendre(x);
+            const Real step = p / dp;
+            x -= step;
+            if (std::abs(step) < 1e-16) {
+                break;
+            }
+        }
+        const Real dp = legendre(x).second;
         nodes[i] = x;
         weights[i] = 2.0 / ((1.0 - x * x) * dp * dp);
     }

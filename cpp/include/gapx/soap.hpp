@@ -115,6 +115,15 @@ class PowerSpectrum {
                        Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0) const;
 
   private:
+    /// What every entry point needs first: species index per atom, the neighbour list and
+    /// where each centre's pairs start. Checks that numbers matches positions.
+    struct Environments {
+        std::vector<int> species;
+        NeighborList neighbors;
+        std::vector<Index> starts;
+    };
+    Environments environments(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                              Pbc pbc, const std::vector<int> &numbers, int n_threads) const;
     std::vector<int> species_indices(const std::vector<int> &numbers) const;
 
     SphericalExpansion expansion_;
