@@ -79,7 +79,7 @@ class GAPCalculator(Calculator):
         """
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        prediction = self.model.predict(atoms) if self.std else self.model.predict(atoms, std=False)
+        prediction = self.model.predict(atoms, std=self.std)
         n_atoms = len(atoms)
         energy = float(prediction["energy"])
         results = {
