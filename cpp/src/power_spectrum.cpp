@@ -36,6 +36,22 @@ void advise_huge_pages(Real *data, Index size) {
 
 constexpr Real sqrt2 = 1.41421356237309504880;
 
+/// Sums over m of c_lm Y_lm and of c_lm dY_lm/dx, /dy, /dz for one l: the contraction every
+/// pair needs (Y and its Cartesian gradient laid out as in the pair workspace, dy = 3 x n_lm).
+struct MSums {
+    Real y = 0.0, dx = 0.0, dy = 0.0, dz = 0.0;
+};
+inline MSums sum_over_m(const Real *c, const Real *y, const Real *dy, int n_lm, int l) {
+    MSums s;
+    for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
+        s.y += c[lm] * y[lm];
+        s.dx += c[lm] * dy[lm];
+        s.dy += c[lm] * dy[n_lm + lm];
+        s.dz += c[lm] * dy[2 * n_lm + lm];
+    }
+    return s;
+}
+
 /// First pair of each centre: pairs of centre i are [starts[i], starts[i+1]).
 std::vector<Index> center_starts(const NeighborList &neighbors, Index n_atoms) {
     std::vector<Index> starts(n_atoms + 1, 0);
@@ -211,20 +227,11 @@ void add_pair_position_gradient(const Real *c, const PairView &pair, const Dims 
     for (int v = 0; v < n_channels; ++v) {
         const Real *cv = c + v * n_lm;
         for (int l = 0; l < n_l; ++l) {
-            Real sa = 0.0;
-            Real sx = 0.0;
-            Real sy = 0.0;
-            Real sz = 0.0;
-            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
-                sa += y[lm] * cv[lm];
-                sx += dy[lm] * cv[lm];
-                sy += dy[n_lm + lm] * cv[lm];
-                sz += dy[2 * n_lm + lm] * cv[lm];
-            }
-            a[v * n_l + l] = sqrt2 * sa;
-            bx[v * n_l + l] = sqrt2 * sx;
-            by[v * n_l + l] = sqrt2 * sy;
-            bz[v * n_l + l] = sqrt2 * sz;
+            const MSums m = sum_over_m(cv, y, dy, n_lm, l);
+            a[v * n_l + l] = sqrt2 * m.y;
+            bx[v * n_l + l] = sqrt2 * m.dx;
+            by[v * n_l + l] = sqrt2 * m.dy;
+            bz[v * n_l + l] = sqrt2 * m.dz;
         }
     }
     // Radial rows repeated over v so the loops below run over contiguous (v, l).
@@ -660,21 +667,12 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                     for (int n = 0; n < n_max; ++n) {
                         const Real *gn = de_dc.data() + (s0 + n) * n_lm;
                         for (int l = 0; l < n_l; ++l) {
-                            Real sa = 0.0;
-                            Real sx = 0.0;
-                            Real sy = 0.0;
-                            Real sz = 0.0;
-                            for (int lm = l * l; lm < (l + 1) * (l + 1); ++lm) {
-                                sa += gn[lm] * y[lm];
-                                sx += gn[lm] * dy[lm];
-                                sy += gn[lm] * dy[n_lm + lm];
-                                sz += gn[lm] * dy[2 * n_lm + lm];
-                            }
+                            const MSums m = sum_over_m(gn, y, dy, n_lm, l);
                             const Real r = radial[n * n_l + l];
-                            radial_sum += dradial[n * n_l + l] * sa;
-                            gx += r * sx;
-                            gy += r * sy;
-                            gz += r * sz;
+                            radial_sum += dradial[n * n_l + l] * m.y;
+                            gx += r * m.dx;
+                            gy += r * m.dy;
+                            gz += r * m.dz;
                         }
                     }
                     pair_gradients(begin + k, 0) = radial_sum * u[0] + gx;
