@@ -307,6 +307,10 @@ def test_bad_labels_name_the_frame(rng):
     unlabelled = good[1].copy()
     with pytest.raises(ValueError, match="frame 1: no labels"):
         gapx.GAP(term, verbose=False).fit([good[0], unlabelled])
+    overlapping = _with_labels(good[1], energy=1.0)
+    overlapping.positions[1] = overlapping.positions[0] + [0.0, 0.0, 0.05]
+    with pytest.raises(ValueError, match=r"frame 1: atoms 0 and 1 overlap: 0.05 Å apart"):
+        gapx.GAP(term, verbose=False).fit([good[0], overlapping])
     with pytest.raises(ValueError, match="at least one frame"):
         gapx.GAP(term, verbose=False).fit([])
 
@@ -318,6 +322,11 @@ def test_predict_errors(mixed_model):
         mixed_model.predict(Atoms("CuSi", positions=[[0, 0, 0], [2, 0, 0]]))
     with pytest.raises(ValueError, match="not fitted"):
         gapx.GAP([gapx.TwoBody()], verbose=False).predict(Atoms("Cu"))
+    with pytest.raises(ValueError, match=r"atoms 0 and 1 overlap: 0.05 Å apart \(below 0.1 Å\)"):
+        mixed_model.predict(Atoms("CuAl", positions=[[0, 0, 0], [0, 0.05, 0]]))
+    # A periodic image counts too: one atom in a 0.08 Å-periodic direction overlaps itself.
+    with pytest.raises(ValueError, match="atoms 0 and 0 overlap"):
+        mixed_model.predict(Atoms("Cu", cell=[0.08, 5, 5], pbc=True))
 
 
 def test_bad_settings():

@@ -37,10 +37,9 @@ from scipy.special import erfc
 from threadpoolctl import threadpool_limits
 
 from ._arrays import atoms_arrays, positive_number
-from .neighbors import neighbor_list
+from .neighbors import OVERLAP_DISTANCE, neighbor_list
 
 COULOMB = Hartree * Bohr  # e^2 / (4 pi eps0) in eV Å
-MIN_DISTANCE = 0.1  # Å; closer charges are refused as overlapping atoms
 NEUTRALITY_TOL = 1e-8  # |sum of charges| below this counts as neutral
 # w in α = √π (w N/V²)^{1/6}. The total cost is lowest near w = 2 c_pair / c_k, with c_pair the
 # cost of one real-space pair of the full list (≈ 100 ns here, mostly the neighbour list) and c_k
@@ -307,9 +306,9 @@ def _voigt(tensor: np.ndarray) -> np.ndarray:
 
 
 def _check_distances(min_distance: float) -> None:
-    if min_distance < MIN_DISTANCE:
+    if min_distance < OVERLAP_DISTANCE:
         raise ValueError(
-            f"two charges are {min_distance:.3g} Å apart (below {MIN_DISTANCE} Å): overlapping "
+            f"two charges are {min_distance:.3g} Å apart (below {OVERLAP_DISTANCE} Å): overlapping "
             "atoms"
         )
 

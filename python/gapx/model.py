@@ -16,7 +16,7 @@ from . import sparse_gp
 from ._arrays import positive_number
 from .descriptors.base import SOAPTerm, as_term
 from .io import FORMAT_VERSION, extract_labels, write_model_file
-from .neighbors import neighbor_list
+from .neighbors import check_no_overlap, neighbor_list
 from .sparse_gp import VOIGT, SparseSet
 
 logger = logging.getLogger("gapx")
@@ -223,6 +223,11 @@ class GAP:
         if not frames:
             raise ValueError("fit needs at least one frame")
         labels = [extract_labels(a, n, **self.keys) for n, a in enumerate(frames)]
+        for n, atoms in enumerate(frames):
+            try:
+                check_no_overlap(atoms)
+            except ValueError as error:
+                raise ValueError(f"frame {n}: {error}") from None
         fit_index = [
             n
             for n in range(len(frames))
@@ -394,6 +399,7 @@ class GAP:
         unknown = sorted({chemical_symbols[z] for z in numbers} - set(self.e0))
         if unknown:
             raise ValueError(f"species {unknown} are not in the model (trained on {self.species})")
+        check_no_overlap(atoms)
         n_atoms = len(atoms)
         e0 = np.array([self.e0[chemical_symbols[z]] for z in numbers])
         energies = e0.copy()

@@ -44,3 +44,21 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
         positions, cell, pbc, cutoff, n_threads=threads
     )
     return i, j, np.asarray(shifts), distances, np.asarray(vectors)
+
+
+# Atoms closer than this are refused as overlapping: no physical structure has them, and a
+# model's prediction there would be a silently meaningless number.
+OVERLAP_DISTANCE = 0.1  # Å
+
+
+def check_no_overlap(atoms, min_distance: float = OVERLAP_DISTANCE) -> None:
+    """Raise ValueError naming the first pair of atoms closer than ``min_distance`` (Å)."""
+    if len(atoms) < 2 and not any(atoms.pbc):
+        return
+    i, j, _, d, _ = neighbor_list(atoms, min_distance)
+    if len(i):
+        k = int(np.argmin(d))
+        raise ValueError(
+            f"atoms {int(i[k])} and {int(j[k])} overlap: {d[k]:.3g} Å apart "
+            f"(below {min_distance} Å)"
+        )
