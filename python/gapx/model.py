@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import math
 import os
@@ -637,7 +639,8 @@ def _map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
     Without a client the blocks run here one after the other (one block in memory at a time).
     With a ``dask.distributed.Client`` the shared state is sent to the workers once and the
     blocks run there; results are consumed in submission order so folding them stays
-    deterministic, while workers keep computing later blocks.
+    deterministic, while workers keep computing later blocks. At most two blocks per worker
+    are in flight, so finished (M+1)^2 factors never pile up faster than they are folded.
     """
     progress = tqdm(
         total=sum(block_sizes), desc=desc, disable=not verbose, leave=False, unit="frame"
@@ -648,10 +651,22 @@ def _map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
             progress.update(size)
     else:
         [shared_future] = client.scatter([shared], broadcast=True, hash=False)
-        futures = [client.submit(fn, shared_future, *args, pure=False) for args in block_args]
-        for future, size in zip(futures, block_sizes, strict=True):
-            yield future.result()
+        window = 2 * max(1, len(client.scheduler_info()["workers"]))
+        blocks = iter(zip(block_args, block_sizes, strict=True))
+        in_flight = collections.deque()
+
+        def submit_next() -> None:
+            for args, size in itertools.islice(blocks, 1):
+                in_flight.append((client.submit(fn, shared_future, *args, pure=False), size))
+
+        for _ in range(window):
+            submit_next()
+        while in_flight:
+            future, size = in_flight.popleft()
+            result = future.result()
             future.release()
+            submit_next()
+            yield result
             progress.update(size)
     progress.close()
 
