@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import Bohr, Hartree
 from scipy.special import erfc
 from threadpoolctl import threadpool_limits
@@ -265,7 +266,7 @@ class Ewald:
             "energy": float(energies.sum()),
             "energies": energies,
             "forces": forces,
-            "stress": _voigt(de_dstrain / volume),
+            "stress": full_3x3_to_voigt_6_stress(de_dstrain / volume),
             "virial": -de_dstrain,
             "charges": charges,
             "method": "ewald",
@@ -299,10 +300,6 @@ def _validate_charge_table(charges) -> dict[str, float] | None:
             raise ValueError(f"charges: charge of {symbol} must be finite, got {value!r}")
         table[symbol] = value
     return table
-
-
-def _voigt(tensor: np.ndarray) -> np.ndarray:
-    return tensor[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].copy()
 
 
 def _check_distances(min_distance: float) -> None:
@@ -487,6 +484,6 @@ def _direct(positions, cell, charges) -> dict:
     }
     volume = abs(np.linalg.det(cell))
     if volume > 0:
-        result["stress"] = _voigt(de_dstrain / volume)
+        result["stress"] = full_3x3_to_voigt_6_stress(de_dstrain / volume)
         result["virial"] = -de_dstrain
     return result

@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+from ase.stress import voigt_6_to_full_3x3_stress
 
 FORMAT_NAME = "gapx-model"
 FORMAT_VERSION = 1
@@ -248,8 +249,7 @@ def extract_labels(
             stress, lambda s: s in ((3, 3), (6,)), "stress", frame, "(6,) or (3, 3)"
         )
         if stress.shape == (6,):
-            xx, yy, zz, yz, xz, xy = stress
-            stress = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+            stress = voigt_6_to_full_3x3_stress(stress)
     if (virial is not None or stress is not None) and not periodic:
         which = "virial" if virial is not None else "stress"
         raise ValueError(f"frame {frame}: {which} label on a frame without a periodic 3-d cell")

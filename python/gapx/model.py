@@ -12,6 +12,7 @@ import time
 import numpy as np
 import scipy.sparse
 from ase.data import atomic_numbers, chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
 from tqdm.auto import tqdm
 
 from . import sparse_gp
@@ -19,7 +20,7 @@ from ._arrays import positive_number
 from .descriptors.base import SOAPTerm, as_term
 from .io import FORMAT_VERSION, extract_labels, write_model_file
 from .neighbors import check_no_overlap, neighbor_list
-from .sparse_gp import VOIGT, SparseSet
+from .sparse_gp import SparseSet
 
 logger = logging.getLogger("gapx")
 
@@ -45,11 +46,6 @@ def _baseline_from_dict(data: dict):
 
         return Ewald.from_dict(data["params"])
     raise ValueError(f"unknown baseline type {kind!r} (known: ewald)")
-
-
-def _voigt(matrix: np.ndarray) -> np.ndarray:
-    """Symmetrised Voigt vector (xx, yy, zz, yz, xz, xy) of a 3x3 matrix."""
-    return np.array([0.5 * (matrix[a, b] + matrix[b, a]) for a, b in VOIGT])
 
 
 class GAP:
@@ -254,9 +250,9 @@ class GAP:
             if lab.forces is not None:
                 forces = lab.forces - (base["forces"] if base is not None else 0.0)
             if lab.virial is not None:
-                virial = _voigt(lab.virial)
+                virial = full_3x3_to_voigt_6_stress(lab.virial)
                 if base is not None:
-                    virial = virial + _voigt(_voigt_to_matrix(base["stress"])) * atoms.get_volume()
+                    virial = virial + np.asarray(base["stress"]) * atoms.get_volume()
             targets.append((energy, forces, virial, self._sigmas(lab, len(atoms))))
         fit_frames = [frames[n] for n in fit_index]
 
@@ -443,7 +439,7 @@ class GAP:
         out = {"energies": energies, "energy": float(energies.sum()), "forces": -dE_dr}
         periodic = atoms.cell.rank == 3
         if periodic:
-            out["stress"] = _voigt(dE_deps) / atoms.get_volume()
+            out["stress"] = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
         if std:
             functionals = np.vstack([k_atoms, k_atoms.sum(axis=0)[None, :]])
             prior = np.concatenate([prior_atoms, [prior_total]])
@@ -744,14 +740,6 @@ def _block_factor(model_parts, frames, targets) -> np.ndarray:
     partial = sparse_gp.StreamingQR(n_columns)
     partial.add_rows(rows)
     return partial.R
-
-
-def _voigt_to_matrix(stress) -> np.ndarray:
-    stress = np.asarray(stress, dtype=np.float64).reshape(-1)
-    if stress.size == 9:
-        return stress.reshape(3, 3)
-    xx, yy, zz, yz, xz, xy = stress
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
 
 
 def _jsonable(value):
