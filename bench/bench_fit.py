@@ -37,6 +37,8 @@ GAP_FIT_REFERENCE = {"energy_mae_meV": 4.35, "force_mae_meV_per_A": 24.2, "fit_s
 
 def errors(model, frames) -> tuple[float, float]:
     """Energy MAE (meV per frame) and force-component MAE (meV/Å)."""
+    from gapx.evaluation import error_metrics
+
     e_ref, e_pred, f_ref, f_pred = [], [], [], []
     for atoms in frames:
         out = model.predict(atoms, std=False)
@@ -44,9 +46,9 @@ def errors(model, frames) -> tuple[float, float]:
         e_pred.append(out["energy"])
         f_ref.append(atoms.get_forces())
         f_pred.append(out["forces"])
-    energy = 1000 * np.mean(np.abs(np.array(e_ref) - np.array(e_pred)))
-    forces = 1000 * np.mean(np.abs(np.concatenate(f_ref) - np.concatenate(f_pred)))
-    return float(energy), float(forces)
+    energy = error_metrics(np.array(e_ref) - np.array(e_pred))["mae"]
+    forces = error_metrics(np.concatenate(f_ref) - np.concatenate(f_pred))["mae"]
+    return 1000 * energy, 1000 * forces
 
 
 def main(argv=None) -> dict:

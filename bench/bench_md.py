@@ -45,7 +45,8 @@ except ImportError:  # the shared harness is optional
 
 import gapx  # noqa: E402
 from gapx.calculator import GAPCalculator  # noqa: E402
-from gapx.cli import thermalize  # noqa: E402
+from gapx.evaluation import error_metrics  # noqa: E402
+from gapx.md import thermalize  # noqa: E402
 
 # Stillinger & Weber, PRB 31, 5262 (1985), in QUIP's units (used when matscipy is missing).
 QUIP_SW_PARAMS = """<SW_params n_types="1" label="PRB_31_plus_H">
@@ -187,8 +188,8 @@ def errors(calc, frames) -> dict:
         df.append((copy.get_forces() - atoms.get_forces()).ravel())
     de, df = np.asarray(de), np.concatenate(df)
     return {
-        "energy_rmse_mev_atom": 1000 * float(np.sqrt(np.mean(de**2))),
-        "force_rmse_mev_a": 1000 * float(np.sqrt(np.mean(df**2))),
+        "energy_rmse_mev_atom": 1000 * error_metrics(de)["rmse"],
+        "force_rmse_mev_a": 1000 * error_metrics(df)["rmse"],
     }
 
 

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 import gapx
 from gapx.calculator import GAPCalculator
-from gapx.cli import thermalize
+from gapx.md import thermalize
 
 # Finite-difference agreement asked for by the issue: 1e-5 relative to the largest component.
 FD_RTOL = 1e-5

@@ -15,7 +15,9 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 import gapx
-from gapx.cli import apply_override, main
+from gapx.cli import main
+from gapx.cli.config import apply_override
+from gapx.io import FORMAT_VERSION
 
 CONFIG = """\
 [[terms]]
@@ -171,7 +173,7 @@ def test_info_describes_the_model(workdir, capsys):
     code, out, err = run_cli(capsys, "info", workdir / "m.gapx")
     assert code == 0, err
     for line in (
-        "format: gapx-model version 1",
+        f"format: gapx-model version {FORMAT_VERSION}",
         "species: Cu",
         "term 0: two_body",
         "term 1: soap",
@@ -363,7 +365,7 @@ def test_console_script_subprocess(workdir):
 
 def test_shipped_configs_are_valid():
     """The example in `gapx fit --help` and examples/ethanol.toml pass validation and build."""
-    from gapx.cli import (
+    from gapx.cli.config import (
         EXAMPLE_CONFIG,
         build_model,
         read_config,
@@ -383,8 +385,8 @@ def test_shipped_configs_are_valid():
 
 
 def test_ewald_baseline_from_the_config():
-    from gapx.cli import (
-        CLIError,
+    from gapx.cli.common import CLIError
+    from gapx.cli.config import (
         build_model,
         tomllib,  # tomli on Python 3.10
         validate_config,
@@ -402,7 +404,7 @@ def test_ewald_baseline_from_the_config():
 def test_thread_limit():
     from threadpoolctl import threadpool_info
 
-    from gapx.cli import CLIError, thread_limit
+    from gapx.cli.common import CLIError, thread_limit
 
     def counts(api):
         return {d["num_threads"] for d in threadpool_info() if d["user_api"] == api}

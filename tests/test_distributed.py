@@ -79,11 +79,11 @@ def test_cluster_fit_matches_local_fit_and_is_deterministic(client):
 
 
 def test_several_blocks_were_used():
-    from gapx.model import _frame_blocks, _gradient_bytes
+    from gapx.blocks import frame_blocks, gradient_bytes
 
     model = make_model()
     frames = strained_fcc_cells(np.random.default_rng(0), 24, repeat=(2, 2, 2), rattle=0.1)
-    blocks = _frame_blocks(_gradient_bytes(frames, model.terms), model.block_memory)
+    blocks = frame_blocks(gradient_bytes(frames, model.terms), model.block_memory)
     # More blocks than the 2 x 2 workers kept in flight, so the submission window slides.
     assert len(blocks) > 4
     assert [k for b in blocks for k in b] == list(range(24))

@@ -17,6 +17,7 @@ from ase.build import bulk
 from finite_differences import check_position_gradients, check_strain_gradients
 
 import gapx
+from gapx.evaluation import error_metrics
 
 # Tosi & Fumi, J. Phys. Chem. Solids 25, 45 (1964), NaCl: φ(r) = A b exp((σ_i + σ_j − r)/ρ)
 # − C/r⁶ − D/r⁸ with b = 0.338e-19 J, ρ = 0.317 Å, Pauling factors A, C in 1e-79 J m⁶ and
@@ -177,7 +178,7 @@ def errors(model, frames) -> tuple[float, float]:
         out = model.predict(atoms, std=False)
         energy.append(out["energy"] - atoms.info["energy"])
         forces.append(out["forces"] - atoms.arrays["forces"])
-    return float(np.sqrt(np.mean(np.square(energy)))), float(np.sqrt(np.mean(np.square(forces))))
+    return error_metrics(energy)["rmse"], error_metrics(np.concatenate(forces))["rmse"]
 
 
 def test_hybrid_beats_local_gap_on_long_range_configurations(datasets, models):

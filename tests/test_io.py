@@ -15,14 +15,9 @@ from hypothesis.extra import numpy as hnp
 from structures import random_cu_al_cells, random_structure, random_triclinic_cell
 
 import gapx
-from gapx.io import (
-    FORMAT_VERSION,
-    HEADER,
-    extract_labels,
-    read_model_file,
-    read_training_set,
-    write_model_file,
-)
+from gapx.dataset import read_frames
+from gapx.io import FORMAT_VERSION, HEADER, read_model_file, write_model_file
+from gapx.labels import extract_labels
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -261,11 +256,11 @@ def test_label_extraction(rng):
         extract_labels(bad_sigma, 3, energy_key="my_e")
 
 
-def test_read_training_set():
-    frames = read_training_set(os.path.join(DATA, "ethanol_train_50.extxyz"))
+def test_read_frames():
+    frames = read_frames(os.path.join(DATA, "ethanol_train_50.extxyz"))
     assert len(frames) == 50
     labels = extract_labels(frames[0], 0)
     assert labels.forces.shape == (9, 3)
     assert labels.virial is None
     with pytest.raises(FileNotFoundError):
-        read_training_set(os.path.join(DATA, "nope.extxyz"))
+        read_frames(os.path.join(DATA, "nope.extxyz"))

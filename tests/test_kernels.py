@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gapx.kernels import CutoffWeighted, DotProduct, SquaredExponential, kernel_from_dict
+from gapx.kernels import CutoffWeighted, DotProduct, SquaredExponential
+from gapx.serialization import from_dict
+
+
+def kernel_from_dict(data):
+    return from_dict(data, "kernel")
+
 
 FD_STEP = 1e-6
 FD_RTOL = 1e-6

@@ -23,7 +23,8 @@ def test_format_1_model_predicts_bit_identically():
     for n, atoms in enumerate(structures()):
         out = model.predict(atoms, std=True)
         keys = [k for k in MEAN_KEYS if f"{n}_{k}" in stored]
-        assert "energy" in keys and "forces" in keys
+        assert "energy" in keys
+        assert "forces" in keys
         for key in keys:
             np.testing.assert_array_equal(np.asarray(out[key]), stored[f"{n}_{key}"], err_msg=key)
     assert "1_stress" in stored.files

@@ -209,11 +209,11 @@ def test_core_rejects_bad_shapes_and_degenerate_cells():
     core = gapx._core
     cell = np.eye(3) * 4
     with pytest.raises((ValueError, TypeError)):
-        core.neighbor_list(np.zeros((3, 2)), cell, (True, True, True), 2.0)
+        core.build_neighbor_list(np.zeros((3, 2)), cell, (True, True, True), 2.0)
     with pytest.raises(ValueError, match="linearly dependent"):
-        core.neighbor_list(np.zeros((1, 3)), np.zeros((3, 3)) + 1.0, (True, True, True), 2.0)
+        core.build_neighbor_list(np.zeros((1, 3)), np.zeros((3, 3)) + 1.0, (True, True, True), 2.0)
     with pytest.raises(ValueError, match="positions contain NaN"):
-        core.neighbor_list(np.full((1, 3), np.nan), cell, (True, True, True), 2.0)
+        core.build_neighbor_list(np.full((1, 3), np.nan), cell, (True, True, True), 2.0)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ def test_core_rejects_bad_shapes_and_degenerate_cells():
     ],
 )
 def test_wrong_array_shapes(kwargs, message):
-    from gapx._arrays import as_cell, as_pbc, as_positions
+    from gapx.validation import as_cell, as_pbc, as_positions
 
     convert = {"positions": as_positions, "cell": as_cell, "pbc": as_pbc}
     ((name, value),) = kwargs.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,16 +27,17 @@ def test_quickstart_small(tmp_path):
     assert "species: H 240, C 80, O 40" in out
     assert (tmp_path / "ethanol.gapx").is_file()
     # eval: the error table with finite numbers, and the parity plot
-    row = re.search(r"^rmd17_ethanol\s+20\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
-    assert row, out
-    energy_rmse, _, force_rmse, _ = (float(x) for x in row.groups())
+    assert re.search(r"^rmd17_ethanol\s+20\s", out, re.M), out  # the table's row
+    errors = json.loads((tmp_path / "errors.json").read_text())["config_types"]["rmd17_ethanol"]
+    assert errors["frames"] == 20
+    energy_rmse = 1000 * errors["energy"]["rmse"]  # meV/atom, as the table prints it
+    force_rmse = 1000 * errors["forces"]["rmse"]  # meV/Å
     # Real accuracy, even for the reduced fit: ethanol forces span about ±5 eV/Å (RMS about
     # 1 eV/Å); a working fit gets well below that.
     assert 0 < force_rmse < 500, f"force RMSE {force_rmse} meV/Å"
     assert 0 < energy_rmse < 50, f"energy RMSE {energy_rmse} meV/atom"
     png = tmp_path / "parity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "errors.json").is_file()
     # md: the summary and the trajectory
     assert "MD summary (nve, 9 atoms): 40 steps, 0.0200 ps simulated" in out
     assert "energy drift" in out

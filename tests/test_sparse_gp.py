@@ -9,16 +9,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from structures import random_structure
 
 import gapx
+from gapx.gp.selection import leverage_scores, select_sparse
+from gapx.gp.solver import StreamingQR, qr_solve
+from gapx.gp.sparse_set import SparseSet, kmm_cholesky
+from gapx.gp.variance import functional_variance
 from gapx.kernels import SquaredExponential
-from gapx.sparse_gp import (
-    SparseSet,
-    StreamingQR,
-    functional_variance,
-    kmm_cholesky,
-    leverage_scores,
-    qr_solve,
-    select_sparse,
-)
 
 DENSE_TOL = 1e-8
 

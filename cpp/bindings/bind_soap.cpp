@@ -17,8 +17,6 @@ namespace py = pybind11;
 namespace gapx::bindings {
 namespace {
 
-Pbc to_pbc(const std::array<bool, 3> &pbc) { return Pbc{pbc[0], pbc[1], pbc[2]}; }
-
 /// Evaluates a per-distance radial function for every d: (n_d, n_max * (l_max + 1)) twice.
 template <typename F>
 py::tuple radial_table(const PowerSpectrum &self, const std::vector<Real> &distances, F &&f) {
@@ -66,28 +64,31 @@ void bind_soap(py::module_ &m) {
             "compute",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
-               int n_threads) {
+               int n_threads, const NeighborList *neighbors) {
                 py::gil_scoped_release release;
-                return self.compute(positions, cell, to_pbc(pbc), numbers, n_threads);
+                return self.compute(positions, cell, to_pbc(pbc), numbers, n_threads, neighbors);
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
-            py::kw_only(), py::arg("n_threads") = 0,
-            "Normalised descriptors (n_atoms, n_features) float64 (OpenMP, GIL released).")
+            py::kw_only(), py::arg("n_threads") = 0, py::arg("neighbors") = nullptr,
+            "Normalised descriptors (n_atoms, n_features) float64 (OpenMP, GIL released). "
+            "neighbors: a NeighborList of this structure for a cutoff >= the SOAP cutoff, or "
+            "None to build one.")
         .def(
             "compute_gradients",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
-               int n_threads) {
+               int n_threads, const NeighborList *neighbors) {
                 SoapGradients out;
                 {
                     py::gil_scoped_release release;
-                    out = self.compute_gradients(positions, cell, to_pbc(pbc), numbers, n_threads);
+                    out = self.compute_gradients(positions, cell, to_pbc(pbc), numbers, n_threads,
+                                                 neighbors);
                 }
                 return py::make_tuple(std::move(out.values), std::move(out.pairs),
                                       std::move(out.gradients), std::move(out.strain));
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
-            py::kw_only(), py::arg("n_threads") = 0,
+            py::kw_only(), py::arg("n_threads") = 0, py::arg("neighbors") = nullptr,
             R"doc(Values and gradients: (values (n_atoms, F), pairs (n_grad, 2) int64,
 gradients (n_grad, 3 F) = dx_i/dr_j as [pair][xyz][feature], strain (n_atoms, 9 F) = dx_i/deps_ab
 as [atom][a][b][feature]).)doc")
@@ -95,18 +96,20 @@ as [atom][a][b][feature]).)doc")
             "backpropagate",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
-               const Eigen::Ref<const RowMatrix> &dE_dX, int n_threads) {
+               const Eigen::Ref<const RowMatrix> &dE_dX, int n_threads,
+               const NeighborList *neighbors) {
                 Positions dE_dr;
                 Cell dE_dstrain;
                 {
                     py::gil_scoped_release release;
                     self.backpropagate(positions, cell, to_pbc(pbc), numbers, dE_dX, dE_dr,
-                                       dE_dstrain, n_threads);
+                                       dE_dstrain, n_threads, neighbors);
                 }
                 return py::make_tuple(std::move(dE_dr), std::move(dE_dstrain));
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
             py::arg("dE_dX"), py::kw_only(), py::arg("n_threads") = 0,
+            py::arg("neighbors") = nullptr,
             "Contracts dE/dX (n_atoms, F) with the descriptor gradients: (dE_dr (n_atoms, 3), "
             "dE_dstrain (3, 3)).")
         .def(

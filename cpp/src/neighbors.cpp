@@ -129,6 +129,7 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
 
     const Index n_atoms = positions.rows();
     NeighborList result;
+    result.cutoff = cutoff;
     if (n_atoms == 0) {
         result.shifts.resize(0, 3);
         result.vectors.resize(0, 3);

@@ -380,25 +380,45 @@ std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers)
 PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const Positions> &positions,
                                                         const Cell &cell, Pbc pbc,
                                                         const std::vector<int> &numbers,
-                                                        int n_threads) const {
+                                                        int n_threads,
+                                                        const NeighborList *neighbors) const {
     const Index n_atoms = positions.rows();
     if (static_cast<Index>(numbers.size()) != n_atoms) {
         throw InvalidArgument("numbers and positions have different lengths");
     }
     Environments env;
     env.species = species_indices(numbers);
-    env.neighbors = build_neighbor_list(positions, cell, pbc, options().cutoff, n_threads);
-    env.starts = center_starts(env.neighbors, n_atoms);
+    const Real cutoff = options().cutoff;
+    if (neighbors == nullptr) {
+        env.owned = build_neighbor_list(positions, cell, pbc, cutoff, n_threads);
+    } else {
+        for (Index k = 0; k < neighbors->n_pairs(); ++k) {
+            const auto idx = static_cast<size_t>(k);
+            if (neighbors->first[idx] >= n_atoms || neighbors->second[idx] >= n_atoms) {
+                throw InvalidArgument("the neighbour list refers to atoms beyond n_atoms");
+            }
+        }
+        // Pair order within a centre depends on the cell-list bins and so on the cutoff: only a
+        // list built for this cutoff gives the same numbers as building it here.
+        if (neighbors->cutoff != cutoff) {
+            throw InvalidArgument("the neighbour list was built for cutoff " +
+                                  std::to_string(neighbors->cutoff) + ", not the SOAP cutoff " +
+                                  std::to_string(cutoff));
+        }
+        env.given = neighbors;
+    }
+    env.starts = center_starts(env.neighbors(), n_atoms);
     return env;
 }
 
 RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                                 Pbc pbc, const std::vector<int> &numbers, int n_threads) const {
+                                 Pbc pbc, const std::vector<int> &numbers, int n_threads,
+                                 const NeighborList *neighbors_in) const {
     const Index n_atoms = positions.rows();
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
     const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors;
+    const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
     RowMatrix values(n_atoms, n_feat);
@@ -426,12 +446,13 @@ RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, c
 SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions> &positions,
                                                const Cell &cell, Pbc pbc,
                                                const std::vector<int> &numbers,
-                                               int n_threads) const {
+                                               int n_threads,
+                                               const NeighborList *neighbors_in) const {
     const Index n_atoms = positions.rows();
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
     const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors;
+    const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
     const int threads = resolve_threads(n_threads);
@@ -580,7 +601,8 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
 void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                                   Pbc pbc, const std::vector<int> &numbers,
                                   const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
-                                  Cell &dE_dstrain, int n_threads) const {
+                                  Cell &dE_dstrain, int n_threads,
+                                  const NeighborList *neighbors_in) const {
     const Index n_atoms = positions.rows();
     const Index n_feat = n_features();
     if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
@@ -588,9 +610,9 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                               std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
     }
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
     const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors;
+    const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
     const int threads = resolve_threads(n_threads);
     const int n_max = expansion_.n_max();

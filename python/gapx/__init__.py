@@ -13,8 +13,7 @@ from ._core import __version__
 from .calculator import GAPCalculator
 from .descriptors import SOAP, TwoBody
 from .ewald import Ewald
-from .io import load
-from .model import GAP
+from .model import GAP, load
 from .neighbors import neighbor_list
 
 __all__ = [

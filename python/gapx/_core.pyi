@@ -3,13 +3,20 @@ import numpy as np
 __version__: str
 has_openmp: bool
 
-def neighbor_list(
+class NeighborList:
+    @property
+    def cutoff(self) -> float: ...
+    @property
+    def n_pairs(self) -> int: ...
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+def build_neighbor_list(
     positions: np.ndarray,
     cell: np.ndarray,
     pbc: tuple[bool, bool, bool],
     cutoff: float,
     n_threads: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+) -> NeighborList: ...
 
 class PowerSpectrum:
     def __init__(
@@ -33,6 +40,7 @@ class PowerSpectrum:
         numbers: np.ndarray,
         *,
         n_threads: int = 0,
+        neighbors: NeighborList | None = None,
     ) -> np.ndarray: ...
     def compute_gradients(
         self,
@@ -42,6 +50,7 @@ class PowerSpectrum:
         numbers: np.ndarray,
         *,
         n_threads: int = 0,
+        neighbors: NeighborList | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
     def backpropagate(
         self,
@@ -52,6 +61,7 @@ class PowerSpectrum:
         dE_dX: np.ndarray,
         *,
         n_threads: int = 0,
+        neighbors: NeighborList | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_spline(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_exact(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...

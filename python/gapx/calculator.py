@@ -7,6 +7,9 @@ import os
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from ._core import __version__
+from .model import load
+
 __all__ = ["GAPCalculator"]
 
 
@@ -48,9 +51,6 @@ class GAPCalculator(Calculator):
     extra_results = ("energy_std", "energies_std", "energy_longrange", "energy_shortrange")
 
     def __init__(self, model, *, std: bool = True, **kwargs):
-        from . import __version__
-        from .io import load
-
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if not os.path.isfile(path):

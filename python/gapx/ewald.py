@@ -37,8 +37,8 @@ from ase.units import Bohr, Hartree
 from scipy.special import erfc
 from threadpoolctl import threadpool_limits
 
-from ._arrays import atoms_arrays, positive_number
-from .neighbors import OVERLAP_DISTANCE, neighbor_list
+from .neighbors import OVERLAP_DISTANCE, StructureContext
+from .validation import described_settings, finite_number, positive_number
 
 COULOMB = Hartree * Bohr  # e^2 / (4 pi eps0) in eV Å
 NEUTRALITY_TOL = 1e-8  # |sum of charges| below this counts as neutral
@@ -128,10 +128,12 @@ class Ewald:
 
     __hash__ = None  # mutable-looking charge table: not hashable
 
+    type_name = "ewald"
+
     def to_dict(self) -> dict:
         """JSON-safe settings; ``Ewald.from_dict(ew.to_dict())`` rebuilds an equal object."""
         return {
-            "type": "Ewald",
+            "type": self.type_name,
             "charges": self.charges,
             "accuracy": self._accuracy,
             "background": self._background,
@@ -141,11 +143,9 @@ class Ewald:
     @classmethod
     def from_dict(cls, data: dict) -> Ewald:
         """Inverse of :meth:`to_dict`."""
-        if not isinstance(data, dict):
-            raise TypeError(f"Ewald.from_dict needs a dict, got {type(data).__name__}")
-        if data.get("type", "Ewald") != "Ewald":
-            raise ValueError(f"not an Ewald description: type is {data.get('type')!r}")
-        unknown = set(data) - {"type", "charges", "accuracy", "background", "alpha"}
+        # "Ewald" is how format-1 model files spelled the type.
+        data = described_settings(data, (cls.type_name, "Ewald"), "Ewald")
+        unknown = set(data) - {"charges", "accuracy", "background", "alpha"}
         if unknown:
             raise ValueError(f"unknown Ewald settings: {sorted(unknown)}")
         return cls(
@@ -183,7 +183,7 @@ class Ewald:
         table = np.array([self._charges[s] for s in unique])
         return table[np.searchsorted(unique, symbols)]
 
-    def calculate(self, atoms, *, n_threads: int | None = None) -> dict:
+    def calculate(self, atoms, *, n_threads: int | None = None, context=None) -> dict:
         """Electrostatic energy, per-atom energies, forces and stress of ``atoms``.
 
         Parameters
@@ -192,6 +192,9 @@ class Ewald:
             Fully periodic (any triclinic cell) or fully non-periodic; not modified.
         n_threads : int, optional
             Threads for the C++ neighbour list (default: OpenMP's).
+        context : gapx.neighbors.StructureContext, optional
+            The context of ``atoms`` (its neighbour lists are shared with the model's terms);
+            ``n_threads`` is then the context's.
 
         Returns
         -------
@@ -203,7 +206,9 @@ class Ewald:
             ``real_cutoff`` (Å), ``reciprocal_cutoff`` (1/Å), ``kmax`` (largest |index| of the
             k vectors along each reciprocal vector) and ``n_kvectors`` (half space).
         """
-        positions, cell, pbc, _ = atoms_arrays(atoms)
+        if context is None:
+            context = StructureContext(atoms, n_threads=n_threads)
+        positions, cell, pbc = context.positions, context.cell, context.pbc
         charges = self.atom_charges(atoms)
         if any(pbc) and not all(pbc):
             raise ValueError(
@@ -214,7 +219,7 @@ class Ewald:
         # (ten times the run time for 64 ions on a loaded two-core machine), so use one.
         with threadpool_limits(limits=1, user_api="blas"):
             if all(pbc):
-                return self._periodic(positions, cell, charges, n_threads)
+                return self._periodic(context, charges)
             return _direct(positions, cell, charges)
 
     def choose_parameters(self, n_atoms: int, volume: float) -> tuple[float, float, float]:
@@ -232,7 +237,8 @@ class Ewald:
             alpha = max(alpha, p / max_cutoff)
         return alpha, p / alpha, 2.0 * p * alpha
 
-    def _periodic(self, positions, cell, charges, n_threads) -> dict:
+    def _periodic(self, context, charges) -> dict:
+        positions, cell = context.positions, context.cell
         n_atoms = len(positions)
         volume = abs(np.linalg.det(cell))
         total_charge = float(charges.sum())
@@ -248,9 +254,7 @@ class Ewald:
         kmax = (0, 0, 0)
         n_kvectors = 0
         if n_atoms > 0:
-            _real_space(
-                positions, cell, charges, alpha, r_cut, n_threads, energies, forces, de_dstrain
-            )
+            _real_space(context.neighbors(r_cut), charges, alpha, energies, forces, de_dstrain)
             kmax, n_kvectors = _reciprocal_space(
                 positions, cell, charges, alpha, k_cut, energies, forces, de_dstrain
             )
@@ -290,15 +294,7 @@ def _validate_charge_table(charges) -> dict[str, float] | None:
                 symbol = chemical_symbols[symbol]
             else:
                 raise ValueError(f"charges: {symbol!r} is not a chemical symbol")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"charges: charge of {symbol} must be a number, got {value!r}"
-            ) from None
-        if not math.isfinite(value):
-            raise ValueError(f"charges: charge of {symbol} must be finite, got {value!r}")
-        table[symbol] = value
+        table[symbol] = finite_number(f"charges: charge of {symbol}", value)
     return table
 
 
@@ -310,15 +306,9 @@ def _check_distances(min_distance: float) -> None:
         )
 
 
-def _real_space(positions, cell, charges, alpha, r_cut, n_threads, energies, forces, de_dstrain):
+def _real_space(neighbors, charges, alpha, energies, forces, de_dstrain):
     """Add the erfc-screened pair sum over the full neighbour list (each pair seen twice)."""
-    from ase import Atoms
-
-    # The neighbour list takes Atoms; build a bare one so the caller's object is not touched.
-    bare = Atoms(
-        numbers=np.zeros(len(positions), dtype=int), positions=positions, cell=cell, pbc=True
-    )
-    i, j, _, d, vectors = neighbor_list(bare, r_cut, n_threads=n_threads)
+    i, j, _, d, vectors = neighbors.arrays()
     if len(d) == 0:
         return
     _check_distances(float(d.min()))

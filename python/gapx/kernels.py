@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import described_settings, positive_number
+
 
 def _as_rows(X, name: str) -> np.ndarray:
     array = np.ascontiguousarray(X, dtype=np.float64)
@@ -48,10 +50,7 @@ class DotProduct:
     type_name = "dot_product"
 
     def __init__(self, zeta: float = 4.0, normalise: bool = True):
-        zeta = float(zeta)
-        if not np.isfinite(zeta) or zeta <= 0:
-            raise ValueError(f"zeta must be a positive number, got {zeta!r}")
-        self.zeta = zeta
+        self.zeta = positive_number("zeta", zeta)
         self.normalise = bool(normalise)
 
     def _unit(self, X):
@@ -138,6 +137,10 @@ class DotProduct:
     def to_dict(self) -> dict:
         return {"type": self.type_name, "zeta": self.zeta, "normalise": self.normalise}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DotProduct:
+        return cls(**described_settings(data, (cls.type_name,), "DotProduct"))
+
 
 class SquaredExponential:
     """Squared-exponential kernel ``k(x, y) = exp(-|x - y|^2 / (2 theta^2))``."""
@@ -145,10 +148,7 @@ class SquaredExponential:
     type_name = "squared_exponential"
 
     def __init__(self, theta: float = 1.0):
-        theta = float(theta)
-        if not np.isfinite(theta) or theta <= 0:
-            raise ValueError(f"theta (length scale) must be a positive number, got {theta!r}")
-        self.theta = theta
+        self.theta = positive_number("theta (length scale)", theta)
 
     def __call__(self, X, Y) -> np.ndarray:
         X = _as_rows(X, "X")
@@ -187,6 +187,10 @@ class SquaredExponential:
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "theta": self.theta}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SquaredExponential:
+        return cls(**described_settings(data, (cls.type_name,), "SquaredExponential"))
 
 
 class CutoffWeighted:
@@ -241,16 +245,8 @@ class CutoffWeighted:
     def to_dict(self) -> dict:
         return {"type": self.type_name, "inner": self.inner.to_dict()}
 
-
-_KERNELS = {"dot_product": DotProduct, "squared_exponential": SquaredExponential}
-
-
-def kernel_from_dict(data: dict):
-    """Rebuild a kernel from ``to_dict()`` output (fixed registry; no code is executed)."""
-    kind = data.get("type")
-    if kind == CutoffWeighted.type_name:
-        return CutoffWeighted(kernel_from_dict(data["inner"]))
-    if kind not in _KERNELS:
-        raise ValueError(f"unknown kernel type {kind!r}; known: {sorted(_KERNELS)}")
-    params = {k: v for k, v in data.items() if k != "type"}
-    return _KERNELS[kind](**params)
+    @classmethod
+    def from_dict(cls, data: dict) -> CutoffWeighted:
+        """``data["inner"]`` is the inner kernel, already rebuilt (:mod:`gapx.serialization`
+        rebuilds nested descriptions first)."""
+        return cls(**described_settings(data, (cls.type_name,), "CutoffWeighted"))

@@ -13,7 +13,9 @@ namespace gapx {
 /// `shifts.row(k)` (integer multiples of the lattice vectors), with
 /// `vectors.row(k) = r[second] - r[first] + shifts.row(k) * cell` (Å) and `distances[k]` its norm.
 /// Pairs are grouped by centre in increasing order, which lets callers slice per centre.
+/// `cutoff` (Å) is the radius the list was built for: every pair closer than it is listed.
 struct NeighborList {
+    Real cutoff = 0.0;
     std::vector<Index> first;
     std::vector<Index> second;
     Shifts shifts;

@@ -97,14 +97,20 @@ class PowerSpectrum {
     /// Normalised descriptors of every atom: (n_atoms, n_features). `positions` (n_atoms, 3) Å,
     /// `cell` one lattice vector per row, `numbers` atomic numbers (n_atoms). Allocates the
     /// result. `n_threads <= 0` uses OpenMP's default.
+    ///
+    /// Every entry point takes an optional `neighbors`: the full list of this structure for the
+    /// SOAP cutoff, so that a caller that already has one (another term with that cutoff, the
+    /// overlap check) does not build it again. Null builds the list here.
     RowMatrix compute(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
-                      const std::vector<int> &numbers, int n_threads = 0) const;
+                      const std::vector<int> &numbers, int n_threads = 0,
+                      const NeighborList *neighbors = nullptr) const;
 
     /// Values plus sparse position gradients and strain gradients (see SoapGradients); memory
     /// is linear in the number of pairs.
     SoapGradients compute_gradients(const Eigen::Ref<const Positions> &positions,
                                     const Cell &cell, Pbc pbc, const std::vector<int> &numbers,
-                                    int n_threads = 0) const;
+                                    int n_threads = 0,
+                                    const NeighborList *neighbors = nullptr) const;
 
     /// Given dE/dx (n_atoms, n_features) with respect to the normalised rows, writes
     /// dE/dr (n_atoms, 3) = sum_i dE/dx_i . dx_i/dr_j and dE/deps (3, 3) without storing any
@@ -112,18 +118,23 @@ class PowerSpectrum {
     /// threads (per-pair contributions are reduced serially in pair order).
     void backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
                        const std::vector<int> &numbers, const Eigen::Ref<const RowMatrix> &dE_dx,
-                       Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0) const;
+                       Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0,
+                       const NeighborList *neighbors = nullptr) const;
 
   private:
-    /// What every entry point needs first: species index per atom, the neighbour list and
-    /// where each centre's pairs start. Checks that numbers matches positions.
+    /// What every entry point needs first: species index per atom, the neighbour list (the
+    /// caller's, or one built here) and where each centre's pairs start. Checks
+    /// that numbers and the caller's list match positions.
     struct Environments {
         std::vector<int> species;
-        NeighborList neighbors;
+        NeighborList owned;
+        const NeighborList *given = nullptr;
         std::vector<Index> starts;
+        const NeighborList &neighbors() const { return given != nullptr ? *given : owned; }
     };
     Environments environments(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                              Pbc pbc, const std::vector<int> &numbers, int n_threads) const;
+                              Pbc pbc, const std::vector<int> &numbers, int n_threads,
+                              const NeighborList *neighbors) const;
     std::vector<int> species_indices(const std::vector<int> &numbers) const;
 
     SphericalExpansion expansion_;

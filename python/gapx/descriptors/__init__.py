@@ -1,8 +1,8 @@
-"""Atomic-environment descriptors."""
+"""Atomic-environment descriptors, each a GP term (:class:`gapx.terms.Term`)."""
 
 from __future__ import annotations
 
-from .soap import SOAP, SOAPGradients
+from .soap import SOAP
 from .two_body import TwoBody
 
-__all__ = ["SOAP", "SOAPGradients", "TwoBody"]
+__all__ = ["SOAP", "TwoBody"]

@@ -1,57 +1,25 @@
-"""SOAP power spectrum hyperparameters and the wrapper around the C++ core."""
+"""SOAP: power spectrum hyperparameters, the wrapper around the C++ core, and its GP term."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from .. import _core
-from .._arrays import as_cutoff, atoms_arrays, positive_number
-
-SPARSE_METHODS = ("cur", "random", "fps", "all")
-
-
-@dataclass(frozen=True)
-class SOAPGradients:
-    """Sparse position gradients and strain gradients of the normalised SOAP rows.
-
-    Attributes
-    ----------
-    pairs : (n_grad, 2) int64
-        ``[centre i, atom j]``; grouped by increasing ``i``, self term (``j == i``) first, then
-        the atoms ``j`` within the cutoff by increasing ``j`` (periodic images merged).
-    values : (n_grad, 3, n_features) float64
-        ``d x_i / d r_j`` in 1/Å.
-    strain : (n_atoms, 3, 3, n_features) float64
-        ``d x_i / d eps_ab`` for the homogeneous deformation ``r -> (1 + eps) r``.
-    """
-
-    pairs: np.ndarray
-    values: np.ndarray
-    strain: np.ndarray
-
-
-def _species_number(value) -> int:
-    if isinstance(value, str):
-        if value not in atomic_numbers:
-            raise ValueError(f"unknown chemical symbol {value!r} in species")
-        return atomic_numbers[value]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"species entries must be symbols or atomic numbers, got {value!r}")
-    if not 1 <= int(value) < len(chemical_symbols):
-        raise ValueError(f"invalid atomic number {value!r} in species")
-    return int(value)
-
-
-def _integer(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+from ..gp.selection import check_sparse_method, select_sparse
+from ..kernels import DotProduct
+from ..terms import DescriptorGradients, TermRows
+from ..validation import (
+    as_cutoff,
+    atoms_arrays,
+    chemical_symbols_list,
+    described_settings,
+    finite_number,
+    positive_integer,
+    positive_number,
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +104,7 @@ class SOAP:
         n_threads: int | None = None,
     ) -> None:
         species = [species] if isinstance(species, (str, int, np.integer)) else list(species)
-        numbers = sorted({_species_number(s) for s in species})
+        numbers = sorted({atomic_numbers[s] for s in chemical_symbols_list("species", species)})
         if not numbers:
             raise ValueError("species must name at least one element")
         if len(numbers) != len(species):
@@ -147,26 +115,21 @@ class SOAP:
             raise ValueError(
                 f"cutoff_transition_width ({width}) must not exceed the cutoff ({cutoff})"
             )
-        central = float(central_weight)
-        if not math.isfinite(central):
-            raise ValueError(f"central_weight must be finite, got {central_weight!r}")
-        if sparse_method not in SPARSE_METHODS:
-            raise ValueError(
-                f"sparse_method must be one of {SPARSE_METHODS}, got {sparse_method!r}"
-            )
+        central = finite_number("central_weight", central_weight)
+        check_sparse_method(sparse_method)
         if n_threads is not None:
-            n_threads = _integer("n_threads", n_threads, 1)
+            n_threads = positive_integer("n_threads", n_threads)
         values = {
             "species": tuple(chemical_symbols[z] for z in numbers),
             "cutoff": cutoff,
-            "n_max": _integer("n_max", n_max, 1),
-            "l_max": _integer("l_max", l_max, 0),
+            "n_max": positive_integer("n_max", n_max),
+            "l_max": positive_integer("l_max", l_max, minimum=0),
             "atom_sigma": positive_number("atom_sigma", atom_sigma),
             "cutoff_transition_width": width,
             "central_weight": central,
             "zeta": positive_number("zeta", zeta),
             "delta": positive_number("delta", delta),
-            "n_sparse": _integer("n_sparse", n_sparse, 1),
+            "n_sparse": positive_integer("n_sparse", n_sparse),
             "sparse_method": sparse_method,
             "n_threads": n_threads,
         }
@@ -195,9 +158,11 @@ class SOAP:
         """Length of each descriptor row: N(N+1)/2 (l_max+1), N = n_species n_max."""
         return int(self._core.n_features)
 
+    type_name = "soap"
+
     def to_dict(self) -> dict:
-        """All settings as a JSON-safe dict (``from_dict`` inverts it)."""
-        out = {}
+        """All settings as a JSON-safe dict with ``"type": "soap"`` (``from_dict`` inverts it)."""
+        out = {"type": self.type_name}
         for f in fields(self):
             if f.name.startswith("_"):
                 continue
@@ -208,32 +173,41 @@ class SOAP:
     @classmethod
     def from_dict(cls, data: dict) -> SOAP:
         """Rebuild a SOAP from ``to_dict()`` output."""
+        settings = described_settings(data, (cls.type_name,), "SOAP")
         known = {f.name for f in fields(cls) if not f.name.startswith("_")}
-        unknown = set(data) - known
+        unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown SOAP settings: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**settings)
 
     def __reduce__(self):
         # The compiled core is rebuilt from the settings (copy.deepcopy, dask workers).
-        return (_from_dict, (self.to_dict(),))
+        return (SOAP.from_dict, (self.to_dict(),))
 
-    def _arrays(self, atoms):
-        positions, cell, pbc, numbers = atoms_arrays(atoms)
-        allowed = set(self.numbers)
-        unknown = sorted(set(numbers.tolist()) - allowed)
+    def _inputs(self, atoms, context):
+        """Validated arrays, threads and the shared neighbour list (None: C++ builds one)."""
+        if context is None:
+            positions, cell, pbc, numbers = atoms_arrays(atoms)
+            neighbors = None
+        else:
+            positions, cell, pbc, numbers = (
+                context.positions,
+                context.cell,
+                context.pbc,
+                context.numbers,
+            )
+            neighbors = context.neighbors(self.cutoff)
+        unknown = sorted(set(numbers.tolist()) - set(self.numbers))
         if unknown:
             names = ", ".join(chemical_symbols[z] for z in unknown)
             raise ValueError(
                 f"the structure contains {names}, which is not in the SOAP species "
                 f"{list(self.species)}"
             )
-        return positions, cell, pbc, numbers
+        threads = 0 if self.n_threads is None else self.n_threads
+        return (positions, cell, pbc, numbers), {"n_threads": threads, "neighbors": neighbors}
 
-    def _threads(self) -> int:
-        return 0 if self.n_threads is None else self.n_threads
-
-    def compute(self, atoms, gradients: bool = False):
+    def compute(self, atoms, gradients: bool = False, context=None):
         """Normalised SOAP vectors of every atom of ``atoms``.
 
         Parameters
@@ -242,29 +216,30 @@ class SOAP:
             Any periodicity and (triclinic) cell; every element must be in ``species``.
         gradients : bool
             Also return the position and strain gradients.
+        context : gapx.neighbors.StructureContext, optional
+            The context of ``atoms``, whose neighbour list is then used.
 
         Returns
         -------
         X : (n_atoms, n_features) float64
             Unit-length rows (a centre with an empty density gives a zero row).
-        dX : SOAPGradients
-            Only when ``gradients=True``: sparse ``pairs``/``values`` position gradients and
-            ``strain`` gradients; memory linear in the number of pairs.
+        dX : gapx.terms.DescriptorGradients
+            Only when ``gradients=True``: sparse ``pairs`` ``[centre i, atom j]`` and ``values``
+            ``d x_i / d r_j`` (n_grad, 3, n_features), and ``strain`` (n_atoms, 3, 3,
+            n_features); memory linear in the number of pairs.
         """
-        positions, cell, pbc, numbers = self._arrays(atoms)
+        arrays, options = self._inputs(atoms, context)
         if not gradients:
-            return self._core.compute(positions, cell, pbc, numbers, n_threads=self._threads())
-        values, pairs, grads, strain = self._core.compute_gradients(
-            positions, cell, pbc, numbers, n_threads=self._threads()
-        )
+            return self._core.compute(*arrays, **options)
+        values, pairs, grads, strain = self._core.compute_gradients(*arrays, **options)
         n_features = values.shape[1]
-        return values, SOAPGradients(
+        return values, DescriptorGradients(
             pairs=pairs,
             values=grads.reshape(len(pairs), 3, n_features),
             strain=strain.reshape(len(values), 3, 3, n_features),
         )
 
-    def backpropagate(self, atoms, dE_dX):
+    def backpropagate(self, atoms, dE_dX, context=None):
         """Contract an upstream gradient with the descriptor gradients, without storing them.
 
         Parameters
@@ -272,6 +247,8 @@ class SOAP:
         atoms : ase.Atoms
         dE_dX : (n_atoms, n_features) array
             Derivative of a scalar E with respect to the normalised rows ``X``.
+        context : gapx.neighbors.StructureContext, optional
+            The context of ``atoms``, whose neighbour list is then used.
 
         Returns
         -------
@@ -280,18 +257,52 @@ class SOAP:
         dE_dstrain : (3, 3) float64
             ``sum_i dE_dX[i] . dX_i/deps`` (stress is ``dE_dstrain / volume``).
         """
-        positions, cell, pbc, numbers = self._arrays(atoms)
+        arrays, options = self._inputs(atoms, context)
         grad = np.ascontiguousarray(dE_dX, dtype=np.float64)
-        expected = (len(positions), self.n_features)
+        expected = (len(arrays[0]), self.n_features)
         if grad.shape != expected:
             raise ValueError(f"dE_dX must have shape {expected}, got {grad.shape}")
         if not np.all(np.isfinite(grad)):
             raise ValueError("dE_dX contains NaN or infinite values")
-        dE_dr, dE_dstrain = self._core.backpropagate(
-            positions, cell, pbc, numbers, grad, n_threads=self._threads()
+        return self._core.backpropagate(*arrays, grad, **options)
+
+    # The GP term (gapx.terms.Term): rows are atoms owned by their centre, the kind is the
+    # centre's atomic number, and the kernel is the dot product of the unit-normalised rows.
+
+    @property
+    def kernel(self) -> DotProduct:
+        # Rows are unit-normalised already: normalising again in the kernel changes nothing but
+        # costs time, so the plain dot product is used.
+        return DotProduct(zeta=self.zeta, normalise=False)
+
+    def rows(self, atoms, gradients: bool = False, context=None) -> TermRows:
+        n_atoms = len(atoms)
+        index = np.arange(n_atoms, dtype=np.int64)
+        computed = self.compute(atoms, gradients=gradients, context=context)
+        X, grads = computed if gradients else (computed, None)
+        return TermRows(
+            X=np.asarray(X),
+            kinds=np.asarray(atoms.numbers, dtype=np.int64),
+            owner_rows=index,
+            owner_atoms=index,
+            owner_weights=np.ones(n_atoms),
+            gradients=grads,
         )
-        return dE_dr, dE_dstrain
 
+    def backpropagate_rows(self, atoms, rows: TermRows, dE_dX: np.ndarray, context=None):
+        """dE/dr (n_atoms, 3) and dE/deps (3, 3) from dE/dX (n_atoms, F), in C++."""
+        dE_dr, dE_dstrain = self.backpropagate(atoms, dE_dX, context=context)
+        return np.asarray(dE_dr), np.asarray(dE_dstrain)
 
-def _from_dict(data: dict) -> SOAP:
-    return SOAP.from_dict(data)
+    def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
+        return sum(
+            min(self.n_sparse, count)
+            for symbol, count in atoms_per_species.items()
+            if symbol in self.species
+        )
+
+    def describe_kind(self, kind: int) -> str:
+        return f"soap[{chemical_symbols[int(kind)]}]"
+
+    def select_sparse(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return select_sparse(X, self.n_sparse, self.sparse_method, rng)

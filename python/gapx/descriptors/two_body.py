@@ -7,12 +7,20 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from .._arrays import as_cutoff
+from ..gp.selection import SPARSE_METHODS, check_sparse_method, select_sparse
 from ..kernels import CutoffWeighted, SquaredExponential
-from ..neighbors import neighbor_list
-from .base import DescriptorGradients, TermRows, gradient_backpropagate
+from ..neighbors import StructureContext
+from ..terms import DescriptorGradients, TermRows, gradient_backpropagate
+from ..validation import (
+    as_cutoff,
+    chemical_symbols_list,
+    described_settings,
+    positive_integer,
+    positive_number,
+)
 
-SPARSE_METHODS = ("uniform", "cur", "fps", "random", "all")
+# "uniform": a grid of distances, QUIP's default for distance_2b.
+TWO_BODY_SPARSE_METHODS = ("uniform", *SPARSE_METHODS)
 
 # Kind of a pair row: Z_low * PAIR_KIND_BASE + Z_high (atomic numbers are < 119).
 PAIR_KIND_BASE = 1000
@@ -71,30 +79,21 @@ class TwoBody:
     def __post_init__(self):
         cutoff = as_cutoff(self.cutoff)
         object.__setattr__(self, "cutoff", cutoff)
-        width = float(self.cutoff_transition_width)
-        if not np.isfinite(width) or width <= 0.0 or width > cutoff:
+        width = positive_number("cutoff_transition_width", self.cutoff_transition_width)
+        if width > cutoff:
             raise ValueError(
                 f"cutoff_transition_width must be in (0, cutoff={cutoff}], got {width!r}"
             )
         object.__setattr__(self, "cutoff_transition_width", width)
         if self.species is not None:
-            species = tuple(str(s) for s in self.species)
-            unknown = [s for s in species if s not in atomic_numbers]
-            if unknown or not species:
-                raise ValueError(f"species must be chemical symbols, got {self.species!r}")
+            species = chemical_symbols_list("species", self.species)
+            if not species:
+                raise ValueError("species must name at least one element")
             object.__setattr__(self, "species", species)
         for name in ("delta", "theta"):
-            value = float(getattr(self, name))
-            if not np.isfinite(value) or value <= 0.0:
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, value)
-        if int(self.n_sparse) != self.n_sparse or int(self.n_sparse) < 1:
-            raise ValueError(f"n_sparse must be a positive integer, got {self.n_sparse!r}")
-        object.__setattr__(self, "n_sparse", int(self.n_sparse))
-        if self.sparse_method not in SPARSE_METHODS:
-            raise ValueError(
-                f"sparse_method must be one of {SPARSE_METHODS}, got {self.sparse_method!r}"
-            )
+            object.__setattr__(self, name, positive_number(name, getattr(self, name)))
+        object.__setattr__(self, "n_sparse", positive_integer("n_sparse", self.n_sparse))
+        check_sparse_method(self.sparse_method, TWO_BODY_SPARSE_METHODS)
 
     @property
     def kernel(self):
@@ -116,7 +115,7 @@ class TwoBody:
         if unknown:
             raise ValueError(f"species {unknown} not in this TwoBody's species {self.species}")
 
-    def compute(self, atoms, gradients: bool = False):
+    def compute(self, atoms, gradients: bool = False, context=None):
         """Pair rows of ``atoms``.
 
         Returns
@@ -129,20 +128,21 @@ class TwoBody:
             pairs have none since their distance does not depend on positions), ``values``
             (n_grad, 3, 2), ``strain`` (n_pairs, 3, 3, 2).
         """
-        rows = self.rows(atoms, gradients=gradients)
+        rows = self.rows(atoms, gradients=gradients, context=context)
         return (rows.X, rows.gradients) if gradients else rows.X
 
-    def _pairs(self, atoms):
-        i, j, S, d, D = neighbor_list(atoms, self.cutoff)
+    def _pairs(self, atoms, context):
+        context = StructureContext(atoms) if context is None else context
+        i, j, S, d, D = context.neighbors(self.cutoff).arrays()
         # Half list: i < j, or an atom and its own image with a lexicographically positive shift.
         first = np.where(S[:, 0] != 0, S[:, 0], np.where(S[:, 1] != 0, S[:, 1], S[:, 2]))
         keep = (i < j) | ((i == j) & (first > 0))
         return i[keep], j[keep], d[keep], D[keep]
 
-    def rows(self, atoms, gradients: bool = False) -> TermRows:
+    def rows(self, atoms, gradients: bool = False, context=None) -> TermRows:
         numbers = np.asarray(atoms.numbers, dtype=np.int64)
         self._check_species(numbers)
-        i, j, d, D = self._pairs(atoms)
+        i, j, d, D = self._pairs(atoms, context)
         n_pairs = len(i)
         fc, dfc = cosine_cutoff(d, self.cutoff, self.cutoff_transition_width)
         X = np.stack([d, fc], axis=1) if n_pairs else np.zeros((0, 2))
@@ -172,15 +172,21 @@ class TwoBody:
             gradients=grads,
         )
 
-    def backpropagate(self, atoms, rows: TermRows, dE_dX: np.ndarray):
+    def backpropagate_rows(self, atoms, rows: TermRows, dE_dX: np.ndarray, context=None):
         """dE/dr (n_atoms, 3) and dE/deps (3, 3) from dE/dX (n_pairs, 2)."""
         if rows.gradients is None:
-            rows = self.rows(atoms, gradients=True)
+            rows = self.rows(atoms, gradients=True, context=context)
         return gradient_backpropagate(rows, dE_dX, len(atoms))
 
-    def uniform_points(self, X: np.ndarray, n: int) -> np.ndarray:
-        """``n`` rows on a uniform grid of distances spanning the training rows ``X``."""
-        grid = np.linspace(X[:, 0].min(), X[:, 0].max(), n)
+    def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
+        n_species = len(atoms_per_species)
+        return self.n_sparse * n_species * (n_species + 1) // 2
+
+    def select_sparse(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sparse pair rows; "uniform": ``n_sparse`` distances evenly spanning those of ``X``."""
+        if self.sparse_method != "uniform":
+            return select_sparse(X, self.n_sparse, self.sparse_method, rng)
+        grid = np.linspace(X[:, 0].min(), X[:, 0].max(), self.n_sparse)
         fc, _ = cosine_cutoff(grid, self.cutoff, self.cutoff_transition_width)
         return np.stack([grid, fc], axis=1)
 
@@ -191,5 +197,4 @@ class TwoBody:
 
     @classmethod
     def from_dict(cls, data: dict) -> TwoBody:
-        params = {k: v for k, v in data.items() if k != "type"}
-        return cls(**params)
+        return cls(**described_settings(data, (cls.type_name,), "TwoBody"))

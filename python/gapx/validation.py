@@ -1,4 +1,8 @@
-"""Conversion and validation of user input before it crosses into the C++ core."""
+"""The one place for argument checks: numbers, integers, species, arrays and structures.
+
+Every user-facing setting is validated here before it is stored or crosses into the C++ core,
+so each kind of check has one implementation and one wording of its error message.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +69,45 @@ def positive_number(name: str, value) -> float:
     return number
 
 
+def positive_integer(name: str, value, minimum: int = 1) -> int:
+    """Return ``value`` as an int, refusing bools, non-integers and values below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def finite_number(name: str, value) -> float:
+    """Return ``value`` as a finite float (any sign)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def chemical_symbols_list(name: str, species) -> tuple[str, ...]:
+    """Return ``species`` (symbols or atomic numbers) as a tuple of symbols in the given order."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    out = []
+    for value in species:
+        if isinstance(value, str):
+            if value not in atomic_numbers:
+                raise ValueError(f"unknown chemical symbol {value!r} in {name}")
+            out.append(value)
+        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} entries must be symbols or atomic numbers, got {value!r}")
+        elif not 1 <= int(value) < len(chemical_symbols):
+            raise ValueError(f"invalid atomic number {value!r} in {name}")
+        else:
+            out.append(chemical_symbols[int(value)])
+    return tuple(out)
+
+
 def as_cutoff(cutoff) -> float:
     """Return the cutoff as a positive finite float."""
     return positive_number("cutoff", cutoff)
@@ -78,3 +121,15 @@ def atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool]
     positions = as_positions(atoms.positions)
     numbers = np.ascontiguousarray(atoms.numbers, dtype=np.int32)
     return positions, cell, pbc, numbers
+
+
+def described_settings(data, type_names: tuple[str, ...], what: str) -> dict:
+    """The settings of a ``to_dict()`` description: ``data`` without its ``"type"`` key.
+
+    Refuses a non-dict, or a ``"type"`` (when present) not among ``type_names``.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{what}.from_dict needs a dict, got {type(data).__name__}")
+    if data.get("type", type_names[0]) not in type_names:
+        raise ValueError(f"not an {what} description: type is {data.get('type')!r}")
+    return {k: v for k, v in data.items() if k != "type"}

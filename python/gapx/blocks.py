@@ -1,0 +1,179 @@
+"""The fit's unit of work: blocks of frames, planned by memory, run here or on a Dask cluster.
+
+A fit makes two passes over its frames, each as a sequence of blocks: descriptor values (for
+sparse-point selection), then noise-scaled design rows folded into the R factor. Blocks are
+consecutive frames holding at most ``block_memory`` bytes, so memory stays bounded whatever the
+data set's size; :func:`map_blocks` runs them in order, locally or on workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .gp import design
+from .gp.solver import StreamingQR
+from .neighbors import StructureContext
+
+
+def frame_blocks(frame_bytes, block_memory: float) -> list[list[int]]:
+    """Consecutive blocks of frame indices, each holding at most ``block_memory`` bytes (or
+    one frame when a single frame is larger)."""
+    blocks: list[list[int]] = [[]]
+    held = 0.0
+    for k, size in enumerate(frame_bytes):
+        if blocks[-1] and held + size > block_memory:
+            blocks.append([])
+            held = 0.0
+        blocks[-1].append(k)
+        held += size
+    return blocks if blocks[0] else []
+
+
+def gradient_bytes(frames, terms) -> np.ndarray:
+    """Bytes of each frame's descriptor gradients: one entry per atom and neighbour within the
+    largest cutoff, plus the strain part, for all terms' features."""
+    cutoff = max(term.cutoff for term in terms)
+    n_features = sum(term.n_features for term in terms)
+    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
+    n_pairs = np.array(
+        [
+            StructureContext(atoms).neighbors(cutoff).n_pairs if len(atoms) > 1 else 0
+            for atoms in frames
+        ],
+        dtype=np.float64,
+    )
+    return 8.0 * n_features * (3 * (n_atoms + n_pairs) + 9 * n_atoms)
+
+
+def design_row_bytes(frames, n_columns: int) -> np.ndarray:
+    """Bytes of each frame's design rows while a block is assembled: its (1 + 3 n_atoms + 6)
+    rows of M + 1 columns, held twice (assembly and the noise-scaled copy)."""
+    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
+    return 16.0 * (7 + 3 * n_atoms) * (n_columns + 1)
+
+
+def map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
+    """Yield ``fn(shared, *args)`` for each block, in block order, with a progress bar.
+
+    Without a client the blocks run here one after the other (one block in memory at a time).
+    With a ``dask.distributed.Client`` the shared state is sent to the workers once and the
+    blocks run there; results are consumed in submission order so folding them stays
+    deterministic, while workers keep computing later blocks. At most two blocks per worker
+    are in flight, so finished (M+1)^2 factors never pile up faster than they are folded.
+    """
+    progress = tqdm(
+        total=sum(block_sizes), desc=desc, disable=not verbose, leave=False, unit="frame"
+    )
+    if client is None:
+        for args, size in zip(block_args, block_sizes, strict=True):
+            yield fn(shared, *args)
+            progress.update(size)
+    else:
+        [shared_future] = client.scatter([shared], broadcast=True, hash=False)
+        window = 2 * max(1, len(client.scheduler_info()["workers"]))
+        blocks = iter(zip(block_args, block_sizes, strict=True))
+        in_flight = collections.deque()
+
+        def submit_next() -> None:
+            for args, size in itertools.islice(blocks, 1):
+                in_flight.append((client.submit(fn, shared_future, *args, pure=False), size))
+
+        for _ in range(window):
+            submit_next()
+        while in_flight:
+            future, size = in_flight.popleft()
+            result = future.result()
+            future.release()
+            submit_next()
+            yield result
+            progress.update(size)
+    progress.close()
+
+
+def descriptor_values(terms, frames) -> list[dict[int, np.ndarray]]:
+    """Descriptor rows of ``frames`` per term, grouped by kind (one context per frame)."""
+    out = [dict() for _ in terms]
+    contexts = [StructureContext(atoms) for atoms in frames]
+    for t, term in enumerate(terms):
+        grouped: dict[int, list] = {}
+        for atoms, context in zip(frames, contexts, strict=True):
+            rows = term.rows(atoms, gradients=False, context=context)
+            for kind in np.unique(rows.kinds):
+                grouped.setdefault(int(kind), []).append(rows.X[rows.kinds == kind])
+        out[t] = {kind: np.concatenate(parts) for kind, parts in grouped.items()}
+    return out
+
+
+def scaled_rows(model_parts, frames, targets) -> np.ndarray:
+    """Noise-scaled design rows ``[K_NM / sigma | y / sigma]`` (n_obs, M + 1) of a block.
+
+    ``targets[f]`` is ``(energy, forces, virial, (sigma_e, sigma_f, sigma_v))`` of frame ``f``
+    (None where unlabelled), already with e0 and the baseline removed.
+    """
+    terms, sparse_sets, n_columns = model_parts
+    n_atoms = [len(atoms) for atoms in frames]
+    layout = design.block_layout(
+        n_atoms,
+        [t[0] is not None for t in targets],
+        [t[1] is not None for t in targets],
+        [t[2] is not None for t in targets],
+    )
+    contexts = [StructureContext(atoms) for atoms in frames]
+    stacked, frame_of_rows = [], []
+    for term in terms:
+        rows, frame_of_row = design.stack_rows(
+            [
+                term.rows(atoms, gradients=True, context=context)
+                for atoms, context in zip(frames, contexts, strict=True)
+            ],
+            n_atoms,
+        )
+        stacked.append(rows)
+        frame_of_rows.append(frame_of_row)
+    # Fortran order: LAPACK folds the block into R without another copy.
+    augmented = np.zeros((layout.n_obs, n_columns + 1), order="F")
+    design.assemble_block(
+        stacked,
+        frame_of_rows,
+        [term.kernel for term in terms],
+        sparse_sets,
+        layout,
+        n_columns,
+        out=augmented[:, :n_columns],
+    )
+    y = np.zeros(layout.n_obs)
+    sigma = np.ones(layout.n_obs)
+    for f, (energy, forces, virial, (se, sf, sv)) in enumerate(targets):
+        if energy is not None:
+            y[layout.energy_row[f]] = energy
+            sigma[layout.energy_row[f]] = se
+        if forces is not None:
+            r0 = layout.force_row[f]
+            y[r0 : r0 + 3 * n_atoms[f]] = forces.reshape(-1)
+            sigma[r0 : r0 + 3 * n_atoms[f]] = sf
+        if virial is not None:
+            r0 = layout.virial_row[f]
+            y[r0 : r0 + 6] = virial
+            sigma[r0 : r0 + 6] = sv
+    augmented[:, n_columns] = y
+    augmented /= sigma[:, None]
+    return augmented
+
+
+def block_factor(model_parts, frames, targets) -> np.ndarray:
+    """A block's scaled rows, or, when taller than wide, their R factor (same R^T R).
+
+    Folding R instead of the rows gives the same normal matrix and solution, and keeps what a
+    worker sends back to at most (M+1)^2 numbers.
+    """
+    rows = scaled_rows(model_parts, frames, targets)
+    n_columns = model_parts[2]
+    if rows.shape[0] <= n_columns + 1:
+        return rows
+    partial = StreamingQR(n_columns)
+    partial.add_rows(rows)
+    return partial.R

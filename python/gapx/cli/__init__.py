@@ -1,0 +1,67 @@
+"""The ``gapx`` command line: ``fit``, ``eval``, ``md`` and ``info``, one thin module each.
+
+Every command module has ``add_parser(sub)`` and ``run(args) -> int``, so tests and scripts can
+call ``gapx.cli.main([...])`` without a subprocess. User errors (missing files, bad configs,
+unknown keys, bad values) print one ``gapx <command>: error: ...`` line on stderr and return exit
+code 1; argparse usage errors return 2. ``--traceback`` shows the full Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .._core import __version__
+from . import evaluate, fit, info, md
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CLIError
+
+COMMANDS = (fit, evaluate, md, info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gapx",
+        description="Fit, evaluate and run Gaussian Approximation Potentials.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the gapx version and exit")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show full Python tracebacks on errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``gapx`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2)
+        return int(exit_.code or 0)
+    if args.version:
+        print(f"gapx {__version__}")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except (CLIError, ValueError, FileNotFoundError, TypeError) as error:
+        if args.traceback:
+            raise
+        print(f"gapx {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # output piped into head & co.: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the final flush silent
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print(f"gapx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``gapx eval``: errors of a model on labelled data, a metrics table, JSON and parity plots."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..dataset import data_summary, format_summary, read_frames
+from ..evaluation import evaluate, format_error_table
+from ..labels import DEFAULT_KEYS
+from ..plotting import parity_plot
+from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+
+
+def add_parser(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="errors of a model on labelled data",
+        description="Energy (per atom), force and virial RMSE/MAE, overall and per config_type.",
+    )
+    ev.add_argument("model", help="model file (.gapx)")
+    ev.add_argument("data", help="labelled frames, extended XYZ")
+    ev.add_argument("--json", metavar="FILE", help="also write the errors as JSON")
+    ev.add_argument("--plots", metavar="DIR", help="write parity plots (PNG) into DIR")
+    ev.add_argument(
+        "--key",
+        action="append",
+        metavar="NAME=KEY",
+        help="label names in the file, e.g. energy=DFT_energy (repeatable)",
+    )
+    add_evaluation_options(ev)
+    ev.set_defaults(func=run)
+
+
+def _label_keys(assignments) -> dict:
+    keys = dict(DEFAULT_KEYS)
+    for assignment in assignments or []:
+        name, _, value = assignment.partition("=")
+        if name not in DEFAULT_KEYS or not value:
+            raise CLIError(
+                f"bad --key {assignment!r}: expected NAME=KEY with NAME one of "
+                f"{', '.join(DEFAULT_KEYS)}"
+            )
+        keys[name] = value
+    return keys
+
+
+def run(args) -> int:
+    model = load_model(args.model)
+    keys = _label_keys(args.key)
+    frames = read_frames(args.data)
+    try:
+        print(format_summary(data_summary(frames, keys)))
+    except ValueError as error:
+        raise CLIError(f"{error} (set label names with --key NAME=KEY)") from None
+    largest = max(len(a) for a in frames)
+    with thread_limit(args.threads, largest, single_blas=True):
+        result, parity = evaluate(model, frames, keys, progress=not args.quiet)
+    print(format_error_table(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)
+        print(f"errors written to {args.json}")
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+        path = os.path.join(args.plots, "parity.png")
+        parity_plot(parity, path)
+        print(f"parity plot written to {path}")
+    return EXIT_OK

@@ -1,0 +1,80 @@
+"""``gapx md``: molecular dynamics with the model as ASE calculator."""
+
+from __future__ import annotations
+
+import math
+
+from ..calculator import GAPCalculator
+from ..dataset import read_frames
+from ..md import ENSEMBLES, format_md_summary, run_md
+from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+
+
+def add_parser(sub) -> None:
+    md = sub.add_parser(
+        "md",
+        help="molecular dynamics with ASE",
+        description="NVE (velocity Verlet) or Langevin MD with the model as ASE calculator.",
+    )
+    md.add_argument("model", help="model file (.gapx)")
+    md.add_argument("start", help="starting structure (any ase.io format)")
+    md.add_argument("--steps", type=int, default=1000, help="number of steps (default 1000)")
+    md.add_argument(
+        "--temperature", "-T", type=float, default=300.0, help="temperature in K (default 300)"
+    )
+    md.add_argument("--timestep", type=float, default=0.5, help="time step in fs (default 0.5)")
+    md.add_argument("--ensemble", choices=ENSEMBLES, default="nve")
+    md.add_argument(
+        "--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)"
+    )
+    md.add_argument("--trajectory", metavar="FILE", help="ASE trajectory file to write")
+    md.add_argument("--trajectory-interval", type=int, default=10, metavar="N")
+    md.add_argument("--log", metavar="FILE", help="write time, energies, T and energy std")
+    md.add_argument("--log-interval", type=int, default=1, metavar="N")
+    md.add_argument("--index", default="0", help="frame of the start file to use (default 0)")
+    md.add_argument("--seed", type=int, default=0, help="seed for velocities and thermostat")
+    md.add_argument(
+        "--no-std", action="store_true", help="skip the energy std (faster; logged as nan)"
+    )
+    add_evaluation_options(md)
+    md.set_defaults(func=run)
+
+
+def run(args) -> int:
+    model = load_model(args.model)
+    if args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, got {args.steps}")
+    if not (args.timestep > 0 and math.isfinite(args.timestep)):
+        raise CLIError(f"--timestep must be a positive number of fs, got {args.timestep}")
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        raise CLIError(f"--temperature must be >= 0 K, got {args.temperature}")
+    for name in ("trajectory_interval", "log_interval"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    if args.friction <= 0:
+        raise CLIError(f"--friction must be positive (1/fs), got {args.friction}")
+    atoms = read_frames(args.start, index=str(args.index))[0]
+    calc = GAPCalculator(model, std=not args.no_std)
+    with thread_limit(args.threads, len(atoms), single_blas=True):
+        summary = run_md(
+            atoms,
+            calc,
+            steps=args.steps,
+            temperature=args.temperature,
+            timestep=args.timestep,
+            ensemble=args.ensemble,
+            friction=args.friction,
+            seed=args.seed,
+            trajectory=args.trajectory,
+            trajectory_interval=args.trajectory_interval,
+            log=args.log,
+            log_interval=args.log_interval,
+            progress=not args.quiet,
+        )
+    print(format_md_summary(summary))
+    if args.trajectory:
+        print(f"trajectory written to {args.trajectory}")
+    if args.log:
+        print(f"log written to {args.log}")
+    return EXIT_OK

@@ -1,0 +1,144 @@
+"""Molecular dynamics with ASE on a model's calculator: the driver with progress and a log."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from ase import units
+from ase.constraints import FixCom
+from ase.io.trajectory import Trajectory
+from ase.md import velocitydistribution
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+from tqdm.auto import tqdm
+
+ENSEMBLES = ("nve", "langevin")
+
+
+def thermalize(atoms, temperature: float, rng) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature`` K (ASE >= 3.29 renamed the function)."""
+    if hasattr(velocitydistribution, "thermalize_momenta"):
+        velocitydistribution.thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    else:  # pragma: no cover - older ASE
+        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+
+
+def run_md(
+    atoms,
+    calc,
+    *,
+    steps: int,
+    temperature: float,
+    timestep: float,
+    ensemble: str = "nve",
+    friction: float = 0.01,
+    seed: int = 0,
+    trajectory: str | None = None,
+    trajectory_interval: int = 10,
+    log: str | None = None,
+    log_interval: int = 1,
+    progress: bool = True,
+    init_velocities: bool = True,
+) -> dict:
+    """Run MD with ASE on a copy of ``atoms``; return a summary dict.
+
+    ``temperature`` in K sets the initial Maxwell-Boltzmann velocities (and the Langevin bath),
+    ``timestep`` is in fs, ``friction`` in 1/fs. The log has one line per ``log_interval`` steps:
+    time (ps), total, potential and kinetic energy (eV), temperature (K), energy std (eV).
+    """
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    if init_velocities:
+        thermalize(atoms, temperature, rng)
+        Stationary(atoms)
+        if not any(atoms.pbc):
+            ZeroRotation(atoms)
+    if ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=timestep * units.fs)
+    elif ensemble == "langevin":
+        # ASE deprecates Langevin(fixcm=True); a FixCom constraint on our copy does the same.
+        atoms.set_constraint(FixCom())
+        dyn = Langevin(
+            atoms,
+            timestep=timestep * units.fs,
+            temperature_K=temperature,
+            friction=friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+    else:
+        raise ValueError(f"unknown ensemble {ensemble!r}; valid: {', '.join(ENSEMBLES)}")
+
+    n_atoms = len(atoms)
+    record = {"time": [], "etot": [], "epot": [], "ekin": [], "temperature": [], "std": []}
+    log_handle = open(log, "w") if log else None  # noqa: SIM115 - closed below
+    if log_handle:
+        log_handle.write(
+            "# time[ps] Etot[eV] Epot[eV] Ekin[eV] T[K] E_std[eV]  "
+            f"({ensemble}, {n_atoms} atoms, dt {timestep} fs)\n"
+        )
+
+    def observe():
+        epot = atoms.get_potential_energy()
+        ekin = atoms.get_kinetic_energy()
+        std = calc.results.get("energy_std", float("nan"))
+        t_ps = dyn.get_time() / (1000 * units.fs)
+        temp = atoms.get_temperature()
+        for key, value in zip(record, (t_ps, epot + ekin, epot, ekin, temp, std), strict=True):
+            record[key].append(float(value))
+        if log_handle and dyn.nsteps % log_interval == 0:
+            log_handle.write(
+                f"{t_ps:10.5f} {epot + ekin:16.8f} {epot:16.8f} {ekin:12.6f} {temp:9.2f} "
+                f"{std:11.6f}\n"
+            )
+
+    dyn.attach(observe, interval=1)
+    traj = None
+    if trajectory:
+        traj = Trajectory(trajectory, "w", atoms)
+        dyn.attach(traj.write, interval=trajectory_interval)
+    bar = tqdm(total=steps, desc=f"md ({ensemble})", unit="step", disable=not progress)
+    dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
+    start = time.perf_counter()
+    try:
+        dyn.run(steps)
+    finally:
+        elapsed = time.perf_counter() - start
+        bar.close()
+        if log_handle:
+            log_handle.close()
+        if traj is not None:
+            traj.close()
+    etot = np.asarray(record["etot"])
+    stds = np.asarray(record["std"])
+    mean_std = float(np.mean(stds[np.isfinite(stds)])) if np.isfinite(stds).any() else math.nan
+    return {
+        "steps": steps,
+        "n_atoms": n_atoms,
+        "ensemble": ensemble,
+        "time_ps": steps * timestep / 1000.0,
+        "drift_per_atom": float((etot[-1] - etot[0]) / n_atoms),
+        "max_deviation_per_atom": float(np.max(np.abs(etot - etot[0])) / n_atoms),
+        "mean_temperature": float(np.mean(record["temperature"][1:] or record["temperature"])),
+        "mean_energy_std": mean_std,
+        "steps_per_second": steps / elapsed if elapsed > 0 else float("inf"),
+        "record": record,
+        "atoms": atoms,
+    }
+
+
+def format_md_summary(summary: dict) -> str:
+    lines = [
+        f"MD summary ({summary['ensemble']}, {summary['n_atoms']} atoms): "
+        f"{summary['steps']} steps, {summary['time_ps']:.4f} ps simulated",
+        f"  total energy drift: {summary['drift_per_atom']:+.3e} eV/atom "
+        f"(max deviation {summary['max_deviation_per_atom']:.3e} eV/atom)",
+        f"  mean temperature: {summary['mean_temperature']:.1f} K; "
+        f"mean energy std: {summary['mean_energy_std']:.4f} eV",
+        f"  speed: {summary['steps_per_second']:.1f} steps/s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""The model-file schema and the one registry of term, kernel and baseline types.
+
+Every serialisable object has ``to_dict()`` returning ``{"type": <type_name>, **settings}`` (JSON
+values, or nested descriptions of the same family) and a ``from_dict`` classmethod inverting it.
+:func:`from_dict` finds the class by family and type in :data:`REGISTRY` (a fixed table: a file
+can never name code to run) and rebuilds nested descriptions first. Model files and the
+``gapx fit`` config use the same registry.
+
+The header of a model file (see :mod:`gapx.io` for the container) holds the model's settings
+(``hyperparameters``, ``terms``, ``baseline``), what the fit determined (``e0``, ``sparse_sets``
+with the arrays ``alpha``, ``R``, ``sparse_<n>_points`` and ``sparse_<n>_factor``) and a
+``training`` summary. Format 1 files (terms and baselines nested their settings in ``params``)
+are upgraded on read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._core import __version__
+from .descriptors.soap import SOAP
+from .descriptors.two_body import TwoBody
+from .ewald import Ewald
+from .fitting import FittedState
+from .gp.sparse_set import SparseSet
+from .kernels import CutoffWeighted, DotProduct, SquaredExponential
+
+REGISTRY: dict[str, dict[str, type]] = {
+    "term": {cls.type_name: cls for cls in (SOAP, TwoBody)},
+    "kernel": {cls.type_name: cls for cls in (DotProduct, SquaredExponential, CutoffWeighted)},
+    "baseline": {cls.type_name: cls for cls in (Ewald,)},
+}
+
+#: Other spellings of a type accepted in fit configs.
+ALIASES = {"twobody": "two_body", "2b": "two_body"}
+
+
+def registered_class(family: str, type_name) -> type:
+    """The class registered as ``type_name`` (or an alias, any case) in ``family``."""
+    table = REGISTRY[family]
+    name = str(type_name).lower()
+    name = ALIASES.get(name, name)
+    if name not in table:
+        raise ValueError(f"unknown {family} type {type_name!r} (known: {', '.join(table)})")
+    return table[name]
+
+
+def type_names(family: str) -> list[str]:
+    """Every name accepted for ``family`` types: registered names, then aliases."""
+    names = list(REGISTRY[family])
+    return names + [alias for alias, name in ALIASES.items() if name in names]
+
+
+def from_dict(data, family: str):
+    """Rebuild an object of ``family`` ("term", "kernel", "baseline") from its ``to_dict()``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {family} description must be a dict with a 'type', got {data!r}")
+    cls = registered_class(family, data.get("type"))
+    settings = {
+        key: from_dict(value, family) if isinstance(value, dict) and "type" in value else value
+        for key, value in data.items()
+    }
+    settings["type"] = cls.type_name
+    return cls.from_dict(settings)
+
+
+def _upgrade_v1(description: dict | None) -> dict | None:
+    """A format-1 ``{"type": t, "params": {...}}`` description as ``{"type": t, ...}``."""
+    if description is None or "params" not in description:
+        return description
+    return {**description["params"], "type": description["type"]}
+
+
+def model_header(model) -> dict:
+    """The header describing a fitted ``gapx.GAP`` (the arrays are :func:`model_arrays`)."""
+    return {
+        "gapx_version": __version__,
+        "hyperparameters": {
+            "sigma_energy": model.sigma_energy,
+            "sigma_force": model.sigma_force,
+            "sigma_virial": model.sigma_virial,
+            "config_type_sigma": {k: list(v) for k, v in model.config_type_sigma.items()},
+            "e0_method": model.e0_method,
+            "sparse_jitter": model.sparse_jitter,
+            "seed": model.seed,
+            **model.keys,
+        },
+        "species": model.species,
+        "e0": model.e0,
+        "terms": [t.to_dict() for t in model.terms],
+        "baseline": None if model.baseline is None else model.baseline.to_dict(),
+        "sparse_sets": [
+            {
+                "term": s.term,
+                "kind": s.kind,
+                "offset": s.offset,
+                "size": s.size,
+                "delta": s.delta,
+                "jitter": s.jitter,
+            }
+            for s in model.sparse_sets
+        ],
+        "training": _jsonable(model.summary),
+    }
+
+
+def model_arrays(model) -> dict[str, np.ndarray]:
+    """The numeric arrays of a fitted model, by their names in the file."""
+    arrays = {"alpha": model.alpha, "R": model.R}
+    for n, s in enumerate(model.sparse_sets):
+        arrays[f"sparse_{n}_points"] = s.points
+        arrays[f"sparse_{n}_factor"] = s.factor
+    return arrays
+
+
+def decode_model(header: dict, arrays: dict, where: str) -> tuple[dict, FittedState]:
+    """``(settings, state)`` from a model file: ``gapx.GAP(**settings)`` rebuilds the unfitted
+    model and ``state`` is what its fit determined. Raises ValueError naming ``where``."""
+    try:
+        hyper = dict(header["hyperparameters"])
+        terms = [from_dict(_upgrade_v1(t), "term") for t in header["terms"]]
+        baseline = header.get("baseline")
+        if baseline is not None:
+            baseline = from_dict(_upgrade_v1(baseline), "baseline")
+        settings = {"terms": terms, "e0": hyper.pop("e0_method"), "baseline": baseline, **hyper}
+        alpha, R = arrays["alpha"], arrays["R"]
+        n_columns = alpha.shape[0] if alpha.ndim == 1 else -1
+        if n_columns < 0 or R.shape != (n_columns, n_columns):
+            raise ValueError(f"alpha {alpha.shape} and R {R.shape} do not match")
+        sparse_sets = []
+        for n, meta in enumerate(header["sparse_sets"]):
+            points = arrays[f"sparse_{n}_points"]
+            factor = arrays[f"sparse_{n}_factor"]
+            size, offset, t = int(meta["size"]), int(meta["offset"]), int(meta["term"])
+            if not 0 <= t < len(terms):
+                raise ValueError(f"sparse set {n} refers to term {t}")
+            if points.ndim != 2 or points.shape[0] != size or factor.shape != (size, size):
+                raise ValueError(f"sparse set {n} arrays have inconsistent shapes")
+            if offset < 0 or offset + size > n_columns:
+                raise ValueError(f"sparse set {n} columns out of range")
+            sparse_sets.append(
+                SparseSet(
+                    t,
+                    int(meta["kind"]),
+                    points,
+                    offset,
+                    float(meta["delta"]),
+                    float(meta["jitter"]),
+                    factor,
+                )
+            )
+        if sum(s.size for s in sparse_sets) != n_columns:
+            raise ValueError("sparse sets do not cover the weights")
+        state = FittedState(
+            e0={str(k): float(v) for k, v in header["e0"].items()},
+            sparse_sets=sparse_sets,
+            alpha=alpha,
+            R=R,
+            summary=dict(header.get("training", {})),
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{where}: malformed model header ({error!r})") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return settings, state
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
