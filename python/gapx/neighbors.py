@@ -49,11 +49,6 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
     return StructureContext(atoms, n_threads=n_threads).neighbors(cutoff).arrays()
 
 
-def check_no_overlap(atoms, min_distance: float = OVERLAP_DISTANCE) -> None:
-    """Raise ValueError naming the first pair of atoms closer than ``min_distance`` (Å)."""
-    StructureContext(atoms).check_no_overlap(min_distance)
-
-
 class StructureContext:
     """One structure's validated arrays and its neighbour lists, each built once per cutoff.
 
