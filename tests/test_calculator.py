@@ -80,7 +80,7 @@ def cu_cell():
 
 
 def test_properties_are_complete_and_consistent(cu_model, cu_cell):
-    cu_cell.calc = GAPCalculator(cu_model)
+    cu_cell.calc = GAPCalculator(cu_model, std=True)
     energy = cu_cell.get_potential_energy()
     results = cu_cell.calc.results
     assert isinstance(results["energy"], float)
@@ -93,6 +93,9 @@ def test_properties_are_complete_and_consistent(cu_model, cu_cell):
     assert results["energy_std"] > 0
     assert results["energies_std"].shape == (len(cu_cell),)
     assert np.all(results["energies_std"] > 0)
+    assert results["forces_std"].shape == (len(cu_cell), 3)
+    assert np.all(results["forces_std"] > 0)
+    assert results["stress_std"].shape == (6,)
     # The model was fitted to EMT: the energy must be close to EMT's, not just finite.
     reference = cu_cell.copy()
     reference.calc = EMT()
@@ -258,15 +261,30 @@ def test_loads_a_model_file(cu_model, cu_cell, tmp_path):
     assert GAPCalculator(path).parameters["model_path"] == str(path.resolve())
 
 
-def test_without_std(cu_model, cu_cell):
-    cu_cell.calc = GAPCalculator(cu_model, std=False)
+def test_no_std_by_default(cu_model, cu_cell):
+    cu_cell.calc = GAPCalculator(cu_model)
     forces = cu_cell.get_forces()
-    assert "energy_std" not in cu_cell.calc.results
-    assert "energies_std" not in cu_cell.calc.results
+    for key in ("energy_std", "energies_std", "forces_std", "stress_std"):
+        assert key not in cu_cell.calc.results
     reference = cu_cell.copy()
-    reference.calc = GAPCalculator(cu_model)
+    reference.calc = GAPCalculator(cu_model, std=True)
     assert np.allclose(forces, reference.get_forces(), rtol=1e-12, atol=1e-12)
     assert reference.calc.results["energy_std"] > 0
+
+
+def test_std_every_k_th_evaluation(cu_model, cu_cell):
+    calc = GAPCalculator(cu_model, std_every=3)
+    cu_cell.calc = calc
+    with_std = []
+    for _ in range(7):
+        cu_cell.positions[0, 0] += 0.01  # a new structure: the calculator evaluates again
+        cu_cell.get_forces()
+        with_std.append("forces_std" in calc.results)
+    assert with_std == [True, False, False, True, False, False, True]
+    expected = cu_model.predict(cu_cell, std=True)
+    np.testing.assert_array_equal(calc.results["forces_std"], expected["forces_std"])
+    with pytest.raises(ValueError, match="std_every must be at least 1"):
+        GAPCalculator(cu_model, std_every=0)
 
 
 def test_bad_arguments(tmp_path):

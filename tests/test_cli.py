@@ -215,9 +215,11 @@ def test_md_nve_and_langevin(workdir, capsys):
     assert len(frames) == 5  # steps 0, 5, 10, 15, 20
     assert not np.allclose(frames[0].positions, frames[-1].positions)
     rows = np.loadtxt(log)
-    assert rows.shape == (21, 6)
+    assert rows.shape == (21, 7)
     assert np.allclose(rows[:, 1], rows[:, 2] + rows[:, 3], atol=1e-5)  # Etot = Epot + Ekin
-    assert np.all(rows[:, 5] > 0)  # energy std logged
+    # Energy and max force std every --std-interval (default 10) steps, nan in between.
+    assert np.all(rows[::10, 5:] > 0)
+    assert np.all(np.isnan(np.delete(rows, [0, 10, 20], axis=0)[:, 5:]))
     assert np.isclose(rows[-1, 0], 0.02)
     code, out, err = run_cli(
         capsys, "md", workdir / "m.gapx", workdir / "test.xyz", "--steps", 5,
@@ -230,7 +232,7 @@ def test_md_nve_and_langevin(workdir, capsys):
         "--log", workdir / "nostd.log", "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    assert np.all(np.isnan(np.loadtxt(workdir / "nostd.log")[:, 5]))
+    assert np.all(np.isnan(np.loadtxt(workdir / "nostd.log")[:, 5:]))
 
 
 def test_label_keys_from_the_config(workdir, capsys, tmp_path):
@@ -307,6 +309,7 @@ def test_unknown_key_message_lists_valid_keys(workdir, capsys, tmp_path):
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--timestep", "-1"], "--timestep must be"),
         (["md", "{w}/m.gapx", "missing.xyz"], "file not found: missing.xyz"),
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--log-interval", "0"], "--log-interval must"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--std-interval", "0"], "--std-interval must"),
         (["md", "{w}/m.gapx", "{w}/test.xyz", "--friction", "-1"], "--friction must be"),
         (["eval", "{w}/m.gapx", "{w}/nacl.xyz"], "are not in the model"),
     ],

@@ -9,6 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ._core import __version__
 from .model import load
+from .validation import positive_integer
 
 __all__ = ["GAPCalculator"]
 
@@ -22,8 +23,13 @@ class GAPCalculator(Calculator):
         A fitted model, or the path of a model file written by ``model.save`` (loaded with
         :func:`gapx.load`).
     std : bool
-        Also compute the predictive standard deviations ``energy_std`` and ``energies_std``
-        (default). ``False`` skips them, which saves time in long MD runs.
+        Also compute the predictive standard deviations ``energy_std``, ``energies_std``,
+        ``forces_std`` and (3-d cells) ``stress_std`` at every evaluation. Off by default: the
+        default calculator costs what ``model.predict(atoms, std=False)`` costs.
+    std_every : int, optional
+        Compute the standard deviations at every ``std_every``-th evaluation only (the first
+        included), e.g. to monitor an MD run cheaply; the evaluations in between carry no std
+        keys. Implies ``std``.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator` (``label``, ``directory``,
         ``atoms``).
@@ -34,9 +40,10 @@ class GAPCalculator(Calculator):
     the descriptors and their gradients. ``results`` then holds ``energy`` (eV, float),
     ``free_energy`` (= energy), ``energies`` (n_atoms,) eV, ``forces`` (n_atoms, 3) eV/Å,
     ``stress`` (6,) eV/Å^3 in Voigt order xx, yy, zz, yz, xz, xy with ASE's sign (only for
-    cells of rank 3), ``energy_std`` (eV) and ``energies_std`` (n_atoms,) eV, the predictive
-    standard deviations of the total and local energies. With an Ewald baseline the model's
-    ``energy_longrange`` and ``energy_shortrange`` are passed through too.
+    cells of rank 3) and, when computed, the predictive standard deviations ``energy_std`` (eV),
+    ``energies_std`` (n_atoms,) eV, ``forces_std`` (n_atoms, 3) eV/Å and ``stress_std`` (6,)
+    eV/Å^3. With an Ewald baseline the model's ``energy_longrange`` and ``energy_shortrange`` are
+    passed through too.
 
     ASE's :meth:`~ase.calculators.calculator.Calculator.check_state` decides when to recompute:
     nothing is evaluated again unless positions, numbers, cell, pbc (or charges/magmoms) changed.
@@ -48,9 +55,16 @@ class GAPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     # Extra keys copied from the model's prediction into ``results`` when present.
-    extra_results = ("energy_std", "energies_std", "energy_longrange", "energy_shortrange")
+    extra_results = (
+        "energy_std",
+        "energies_std",
+        "forces_std",
+        "stress_std",
+        "energy_longrange",
+        "energy_shortrange",
+    )
 
-    def __init__(self, model, *, std: bool = True, **kwargs):
+    def __init__(self, model, *, std: bool = False, std_every: int | None = None, **kwargs):
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if not os.path.isfile(path):
@@ -66,7 +80,10 @@ class GAPCalculator(Calculator):
                 )
         super().__init__(**kwargs)
         self.model = model
-        self.std = bool(std)
+        if std_every is not None:
+            std_every = positive_integer("std_every", std_every)
+        self.std_every = std_every if std_every is not None else (1 if std else None)
+        self.n_evaluations = 0
         # Model hyperparameters live on the model; parameters only say where it came from, so
         # todict() stays small and meaningful.
         self.parameters.update({"model_path": model_path, "version": __version__})
@@ -79,7 +96,9 @@ class GAPCalculator(Calculator):
         """
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        prediction = self.model.predict(atoms, std=self.std)
+        std = self.std_every is not None and self.n_evaluations % self.std_every == 0
+        self.n_evaluations += 1
+        prediction = self.model.predict(atoms, std=std)
         n_atoms = len(atoms)
         energy = float(prediction["energy"])
         results = {

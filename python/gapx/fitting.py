@@ -285,4 +285,10 @@ def fit(model, frames, client=None) -> FittedState:
     summary["fit_seconds"] = time.perf_counter() - start
     summary["phase_seconds"] = clock.wall
     summary["phase_cpu_seconds"] = clock.cpu
-    return FittedState(e0=e0, sparse_sets=sparse_sets, alpha=alpha, R=R, summary=summary)
+    # C order, as a loaded model has it: LAPACK takes another path (and rounds differently) for
+    # the other order, and a saved model must predict exactly as the one that was fitted.
+    for s in sparse_sets:
+        s.factor = np.ascontiguousarray(s.factor)
+    return FittedState(
+        e0=e0, sparse_sets=sparse_sets, alpha=alpha, R=np.ascontiguousarray(R), summary=summary
+    )

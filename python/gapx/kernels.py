@@ -10,6 +10,13 @@ Three derivative forms are provided, because the sparse GP needs them in differe
   to build force and virial rows from descriptor gradients ``D`` without forming ``dk_dx``;
 * ``gradient(X, Y, C)`` -> (n, F): ``sum_m C[i, m] dk(x_i, y_m)/dx_i``, dE/dX at prediction;
   ``value_and_gradient`` returns the values too, sharing the GEMM where it can.
+
+For the prior covariances of forces and stresses (predictive variances) two batched forms work on
+stacks of small blocks, ``Xa`` (B, n, F) and ``Xb`` (B, n', F):
+
+* ``batched(Xa, Xb)`` -> (B, n, n'): ``k(xa_p, xb_q)`` per block;
+* ``mixed_batched(Xa, Xb, U, V)`` -> (B, n, n'): ``u_p^T [d^2 k(x, y) / dx dy] v_q`` at
+  ``(xa_p, xb_q)``, the covariance of two directional derivatives of the GP.
 """
 
 from __future__ import annotations
@@ -134,6 +141,36 @@ class DotProduct:
             out /= nx[:, None]
         return lower, out
 
+    def _unnormalised_only(self, what: str) -> None:
+        if self.normalise:
+            raise NotImplementedError(
+                f"{what} of the normalising dot-product kernel is not implemented; terms use "
+                "rows normalised by the descriptor (normalise=False)"
+            )
+
+    def batched(self, Xa, Xb) -> np.ndarray:
+        self._unnormalised_only("batched")
+        return self._power(np.matmul(Xa, np.swapaxes(Xb, -1, -2)), self.zeta)
+
+    def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
+        # d^2 (x.y)^z / dx dy = z c^(z-1) I + z (z-1) c^(z-2) y x^T, c = x.y
+        self._unnormalised_only("mixed_batched")
+        c = np.matmul(Xa, np.swapaxes(Xb, -1, -2))
+        uv = np.matmul(U, np.swapaxes(V, -1, -2))
+        uy = np.matmul(U, np.swapaxes(Xb, -1, -2))
+        xv = np.matmul(Xa, np.swapaxes(V, -1, -2))
+        if self.zeta == 1.0:
+            return uv
+        lower = self._power(c, self.zeta - 2.0)
+        return self.zeta * (lower * c * uv + (self.zeta - 1.0) * lower * uy * xv)
+
+    def gradient_batched(self, Xa, Xb, V) -> np.ndarray:
+        """(B, n, n'): ``[dk(xa_p, xb_q) / dy] . v_q`` (derivative in the second argument)."""
+        self._unnormalised_only("gradient_batched")
+        c = np.matmul(Xa, np.swapaxes(Xb, -1, -2))
+        xv = np.matmul(Xa, np.swapaxes(V, -1, -2))
+        return self.zeta * self._power(c, self.zeta - 1.0) * xv
+
     def to_dict(self) -> dict:
         return {"type": self.type_name, "zeta": self.zeta, "normalise": self.normalise}
 
@@ -184,6 +221,34 @@ class SquaredExponential:
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
         return self(X, Y), self.gradient(X, Y, C)
+
+    def batched(self, Xa, Xb) -> np.ndarray:
+        sq = self._batched_sq(Xa, Xb)
+        return np.exp(-0.5 * sq / self.theta**2)
+
+    @staticmethod
+    def _batched_sq(Xa, Xb) -> np.ndarray:
+        sq = (
+            np.sum(Xa * Xa, axis=-1)[..., :, None]
+            + np.sum(Xb * Xb, axis=-1)[..., None, :]
+            - 2.0 * np.matmul(Xa, np.swapaxes(Xb, -1, -2))
+        )
+        return np.maximum(sq, 0.0)
+
+    def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
+        # d^2 k / dx dy = k [I / theta^2 - (x - y)(x - y)^T / theta^4]
+        k = self.batched(Xa, Xb)
+        uv = np.matmul(U, np.swapaxes(V, -1, -2))
+        u_d = np.sum(U * Xa, axis=-1)[..., :, None] - np.matmul(U, np.swapaxes(Xb, -1, -2))
+        d_v = np.matmul(Xa, np.swapaxes(V, -1, -2)) - np.sum(V * Xb, axis=-1)[..., None, :]
+        t2 = self.theta**2
+        return k * (uv / t2 - u_d * d_v / t2**2)
+
+    def gradient_batched(self, Xa, Xb, V) -> np.ndarray:
+        """(B, n, n'): ``[dk(xa_p, xb_q) / dy] . v_q`` (derivative in the second argument)."""
+        k = self.batched(Xa, Xb)
+        d_v = np.matmul(Xa, np.swapaxes(V, -1, -2)) - np.sum(V * Xb, axis=-1)[..., None, :]
+        return k * d_v / self.theta**2
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "theta": self.theta}
@@ -241,6 +306,27 @@ class CutoffWeighted:
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
         return self(X, Y), self.gradient(X, Y, C)
+
+    def batched(self, Xa, Xb) -> np.ndarray:
+        wa, wb = Xa[..., -1], Xb[..., -1]
+        return wa[..., :, None] * wb[..., None, :] * self.inner.batched(Xa[..., :-1], Xb[..., :-1])
+
+    def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
+        # k = w v k_in(x, y): the weight columns enter linearly, so the mixed derivative has
+        # four parts (x-y, x-v, w-y, w-v).
+        xa, wa, xb, wb = Xa[..., :-1], Xa[..., -1], Xb[..., :-1], Xb[..., -1]
+        ua, uw, vb, vw = U[..., :-1], U[..., -1], V[..., :-1], V[..., -1]
+        ww = wa[..., :, None] * wb[..., None, :]
+        inner = self.inner
+        # The inner kernel is symmetric, so dk/dx . u at (x, y) is dk/dy . u at (y, x).
+        dx_u = np.swapaxes(inner.gradient_batched(xb, xa, ua), -1, -2)
+        dy_v = inner.gradient_batched(xa, xb, vb)
+        return (
+            ww * inner.mixed_batched(xa, xb, ua, vb)
+            + wa[..., :, None] * vw[..., None, :] * dx_u
+            + uw[..., :, None] * wb[..., None, :] * dy_v
+            + uw[..., :, None] * vw[..., None, :] * inner.batched(xa, xb)
+        )
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "inner": self.inner.to_dict()}

@@ -12,7 +12,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import fitting, serialization
 from .fitting import E0_METHODS, FittedState
-from .gp.variance import functional_variance, prior_variances
+from .gp.predictive import predictive_variances
 from .io import read_model_file, write_model_file
 from .labels import DEFAULT_KEYS
 from .neighbors import StructureContext
@@ -165,10 +165,23 @@ class GAP:
         -------
         dict
             ``energy`` (eV), ``forces`` (n_atoms, 3) eV/Å, ``stress`` (6,) eV/Å^3 (Voigt, ASE sign,
-            only for a 3-d cell), ``energies`` (n_atoms,) local energies (e0 included),
-            ``energy_std`` and ``energies_std`` (n_atoms,) projected-process standard deviations
-            of the total and local energies (only with ``std=True``); with a baseline also
-            ``energy_longrange``, ``energy_shortrange`` (and ``charges`` if it reports them).
+            only for a 3-d cell), ``energies`` (n_atoms,) local energies (e0 included); with a
+            baseline also ``energy_longrange``, ``energy_shortrange`` (and ``charges`` if it
+            reports them). With ``std=True`` also the posterior standard deviations
+            ``energies_std`` (n_atoms,) eV, ``energy_std`` eV, ``forces_std`` (n_atoms, 3) eV/Å
+            and, for a 3-d cell, ``stress_std`` (6,) eV/Å^3.
+
+        Notes
+        -----
+        The standard deviations are those of the sparse GP's projected-process (DTC) posterior
+        (:mod:`gapx.gp.variance`): exact for local energies and forces, whose prior terms are
+        local. The total energy and the stress sum over every pair of environments: their prior
+        beyond the sparse points' Nyström part (the residual) goes through a pivoted Cholesky
+        factorisation of rank at most ``MAX_RANK`` (64) per kind plus its exact diagonal, which
+        is exact for structures with up to that many environments per kind, within 1e-5
+        (energy) and 1e-4 (stress) of the exact sum on 108-atom cells in the tests, and linear
+        in atoms. The cost of ``std=True`` is dominated by the force functionals: one product of
+        the descriptor gradients with the sparse points.
         """
         self._check_fitted()
         numbers = np.asarray(atoms.numbers)
@@ -183,34 +196,24 @@ class GAP:
         energies = e0.copy()
         dE_dr = np.zeros((n_atoms, 3))
         dE_deps = np.zeros((3, 3))
-        k_atoms = np.zeros((n_atoms, self.alpha.size)) if std else None
-        prior_atoms = np.zeros(n_atoms)
-        prior_total = 0.0
         for t, term in enumerate(self.terms):
-            sets = [s for s in self.sparse_sets if s.term == t]
             rows = term.rows(atoms, gradients=False, context=context)
             local = np.zeros(rows.n_rows)
             dE_dX = np.zeros_like(rows.X)
+            for s in self.sparse_sets:
+                selected = np.nonzero(rows.kinds == s.kind)[0] if s.term == t else ()
+                if len(selected) == 0:
+                    continue
+                a = self.alpha[s.columns]
+                d2 = s.delta**2
+                k, grad = term.kernel.value_and_gradient(rows.X[selected], s.points, a)
+                k *= d2
+                local[selected] = k @ a
+                dE_dX[selected] = d2 * grad
             owners = scipy.sparse.csr_matrix(
                 (rows.owner_weights, (rows.owner_atoms, rows.owner_rows)),
                 shape=(n_atoms, rows.n_rows),
             )
-            for s in sets:
-                selected = np.nonzero(rows.kinds == s.kind)[0]
-                if selected.size == 0:
-                    continue
-                X = rows.X[selected]
-                a = self.alpha[s.columns]
-                d2 = s.delta**2
-                k, grad = term.kernel.value_and_gradient(X, s.points, a)
-                k *= d2
-                local[selected] = k @ a
-                dE_dX[selected] = d2 * grad
-                if std:
-                    k_atoms[:, s.columns] = owners[:, selected] @ k
-                    pa, pt = prior_variances(term.kernel, X, owners[:, selected], d2)
-                    prior_atoms += pa
-                    prior_total += pt
             energies += owners @ local
             if rows.n_rows:
                 dr, deps = term.backpropagate_rows(atoms, rows, dE_dX, context=context)
@@ -221,11 +224,7 @@ class GAP:
         if periodic:
             out["stress"] = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
         if std:
-            functionals = np.vstack([k_atoms, k_atoms.sum(axis=0)[None, :]])
-            prior = np.concatenate([prior_atoms, [prior_total]])
-            var = functional_variance(prior, functionals, self.sparse_sets, self.R)
-            out["energies_std"] = np.sqrt(var[:n_atoms])
-            out["energy_std"] = float(np.sqrt(var[n_atoms]))
+            out.update(self._stds(atoms, context, periodic))
         if self.baseline is not None:
             base = self.baseline.calculate(atoms, context=context)
             out["energy_shortrange"] = out["energy"]
@@ -237,6 +236,19 @@ class GAP:
                 out["stress"] = out["stress"] + np.asarray(base["stress"]).reshape(-1)[:6]
             if "charges" in base:
                 out["charges"] = np.asarray(base["charges"])
+        return out
+
+    def _stds(self, atoms, context, periodic: bool) -> dict:
+        """Posterior standard deviations of a prediction (see :meth:`predict`)."""
+        rows = [term.rows(atoms, gradients=True, context=context) for term in self.terms]
+        var = predictive_variances(self.terms, self.sparse_sets, self.R, rows, len(atoms), periodic)
+        out = {
+            "energies_std": np.sqrt(var["energies"]),
+            "energy_std": float(np.sqrt(var["energy"])),
+            "forces_std": np.sqrt(var["forces"]),
+        }
+        if periodic:
+            out["stress_std"] = np.sqrt(var["virial"]) / atoms.get_volume()
         return out
 
     def save(self, path) -> None:

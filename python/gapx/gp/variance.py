@@ -1,62 +1,174 @@
-"""Posterior variances of linear functionals of local energies."""
+"""Posterior variances of linear functionals of local energies, and their prior terms.
+
+Every prediction (a local energy, the total energy, a force or virial component) is a linear
+functional ``L`` of the local-energy GP. Its projected-process (DTC) posterior variance is
+``L L' k - k_L K_MM^-1 k_L^T + k_L Sigma k_L^T`` (:func:`functional_variance`), with
+``k_L = L k(., x_m)`` the functional's row of sparse-point covariances and ``L L' k`` its prior
+variance. The priors of local energies and forces are local (pairs of rows owned by one atom,
+pairs of gradient entries of one atom) and computed exactly. The prior of a total energy or a
+virial couples every pair of rows of a structure: its Nyström part is exact, and the remainder
+(the residual covariance, small where the sparse points describe the environments well) is
+summed through a low-rank factorisation of it (:func:`summed_residual`: exact up to ``MAX_RANK``
+rows per kind, linear in rows beyond).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse
 
 from .sparse_set import SparseSet
 
 
-def functional_variance(
+def functional_variance_parts(
     prior: np.ndarray,
     k: np.ndarray,
     sparse_sets: list[SparseSet],
     R: np.ndarray,
-) -> np.ndarray:
-    """Projected-process (DTC) posterior variance of linear functionals of local energies.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of the DTC posterior variance of linear functionals of local energies.
 
     ``prior`` (n,) is the prior variance of each functional, ``k`` (n, M) its covariance with the
-    sparse points' local energies (delta^2 included). Returns
-    ``prior - k K_MM^-1 k^T + k Sigma k^T`` (diagonal), clipped at zero against round-off.
+    sparse points' local energies (delta^2 included). Returns ``(residual, weights)``:
+    ``prior - k K_MM^-1 k^T``, what the sparse points cannot represent, and ``k Sigma k^T``, the
+    uncertainty of the weights (Sigma = R^-1 R^-T), each the diagonal (n,).
     """
-    var = np.array(prior, dtype=np.float64, copy=True)
+    residual = np.array(prior, dtype=np.float64, copy=True)
     for s in sparse_sets:
         v = scipy.linalg.solve_triangular(
             s.factor, k[:, s.columns].T, lower=True, check_finite=False
         )
-        var -= np.sum(v * v, axis=0)
+        residual -= np.sum(v * v, axis=0)
     w = scipy.linalg.solve_triangular(R, k.T, trans="T", lower=False, check_finite=False)
-    var += np.sum(w * w, axis=0)
-    return np.maximum(var, 0.0)
+    return residual, np.sum(w * w, axis=0)
 
 
-def prior_variances(kernel, X, owners, d2: float, block: int = 2048) -> tuple[np.ndarray, float]:
-    """Prior variances of per-atom local energies and of their sum, for one sparse kind.
+def functional_variance(prior, k, sparse_sets, R) -> np.ndarray:
+    """DTC posterior variance ``prior - k K_MM^-1 k^T + k Sigma k^T`` of linear functionals
+    (see :func:`functional_variance_parts`), clipped at zero against round-off."""
+    residual, weights = functional_variance_parts(prior, k, sparse_sets, R)
+    return np.maximum(residual + weights, 0.0)
 
-    ``X`` (n_rows, F) are the kind's rows, ``owners`` (n_atoms, n_rows) sparse maps row local
-    energies to atoms, ``d2`` is delta^2. Cross-covariances between rows are included, computed
-    in blocks of rows so memory stays O(block * n_rows).
+
+#: Rank of the residual factorisation per kind for total energies and virials.
+MAX_RANK = 64
+# Elements per temporary array of the batched prior computations (bounds their memory).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def padded_groups(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, width) indices of the items of each group (``group[item]``), -1 padded."""
+    order = np.argsort(group, kind="stable")
+    counts = np.bincount(group, minlength=n_groups)
+    width = int(counts.max()) if counts.size else 0
+    index = np.full((n_groups, width), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(order.size) - np.repeat(starts, counts)
+    index[group[order], slot] = order
+    return index
+
+
+def _chunks(n_groups: int, per_group: int):
+    step = max(1, CHUNK_ELEMENTS // max(per_group, 1))
+    for start in range(0, n_groups, step):
+        yield slice(start, min(start + step, n_groups))
+
+
+def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` with zeros where ``index`` is -1."""
+    out = array[np.maximum(index, 0)]
+    out[index < 0] = 0.0
+    return out
+
+
+def local_energy_prior(kernel, X, owner_rows, owner_atoms, owner_weights, n_atoms, d2):
+    """Prior variance (n_atoms,) of each atom's local energy from rows ``X`` of one kind.
+
+    Atom a's local energy is ``sum_o w_o eps(x_{r_o})`` over the rows it owns, so its prior
+    variance is ``d2 sum_{o, o'} w_o w_o' k(x_r, x_r')`` over pairs of its own rows.
     """
-    n_rows = X.shape[0]
-    owners = scipy.sparse.csr_matrix(owners)
-    identity = (
-        owners.shape[0] >= n_rows
-        and owners.nnz == n_rows
-        and np.all(owners.data == 1.0)
-        and np.all(np.diff(owners.indptr) <= 1)
-    )
-    total = 0.0
-    per_atom = np.zeros(owners.shape[0])
-    ownersT = owners.T.tocsr()
-    if identity:
-        per_atom = owners @ (d2 * kernel.diag(X))
-    for b0 in range(0, n_rows, block):
-        Kb = d2 * kernel(X[b0 : b0 + block], X)
-        weight = np.asarray(ownersT[b0 : b0 + block].sum(axis=1)).reshape(-1)
-        total += float(weight @ Kb @ np.asarray(ownersT.sum(axis=1)).reshape(-1))
-        if not identity:
-            KW = (owners @ Kb.T).T  # (block, n_atoms)
-            per_atom += np.asarray(ownersT[b0 : b0 + block].multiply(KW).sum(axis=0)).reshape(-1)
-    return per_atom, total
+    index = padded_groups(owner_atoms, n_atoms)
+    out = np.zeros(n_atoms)
+    width = index.shape[1]
+    for part in _chunks(n_atoms, width * max(width, X.shape[1])):
+        slots = index[part]
+        weights = np.where(slots >= 0, owner_weights[np.maximum(slots, 0)], 0.0)
+        rows = _gather(X, np.where(slots >= 0, owner_rows[np.maximum(slots, 0)], -1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            K = kernel.batched(rows, rows)
+        K = np.where((weights[:, :, None] != 0) & (weights[:, None, :] != 0), K, 0.0)
+        out[part] = d2 * np.einsum("ap,apq,aq->a", weights, K, weights)
+    return out
+
+
+def force_prior(kernel, X, pairs, values, n_atoms, d2):
+    """Prior variance (n_atoms, 3) of each force component from rows ``X`` of one kind.
+
+    ``pairs`` (n_grad, 2) ``[row, atom]`` and ``values`` (n_grad, 3, F) are the rows' position
+    gradients. ``F_ja = -sum_e g_ea . grad eps(x_e)`` over the entries e of atom j, so its prior
+    variance is ``d2 sum_{e, e'} g_ea^T [d^2 k(x_e, x_e') / dx dy] g_e'a``: pairs of entries of
+    one atom only, an exact and local sum.
+    """
+    index = padded_groups(pairs[:, 1], n_atoms)
+    out = np.zeros((n_atoms, 3))
+    width = index.shape[1]
+    n_features = X.shape[1]
+    for part in _chunks(n_atoms, width * max(width, 3 * n_features)):
+        slots = index[part]
+        valid = slots >= 0
+        rows = _gather(X, np.where(valid, pairs[np.maximum(slots, 0), 0], -1))
+        grads = _gather(values, slots)
+        mask = valid[:, :, None] & valid[:, None, :]
+        for a in range(3):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                H = kernel.mixed_batched(rows, rows, grads[:, :, a], grads[:, :, a])
+            out[part, a] = d2 * np.where(mask, H, 0.0).sum(axis=(1, 2))
+    return out
+
+
+def summed_residual(kernel, X, Phi, factor, d2, U=None, max_rank: int = MAX_RANK):
+    """``sum_{i,j} c_ij`` of the residual covariances of the rows ``X`` (n, F) of one kind.
+
+    ``c_ij = d2 k'(x_i, x_j) - Phi_i K_MM^-1 Phi_j^T``: with ``U`` None, k' is the kernel and
+    ``Phi`` (n, M_s) the rows' sparse covariances (a total energy); with ``U`` (n, F) the rows'
+    strain directions, k' is ``u_i^T [d^2 k / dx dy] u_j`` and ``Phi`` the rows' virial
+    contributions. ``factor`` is the kind's lower Cholesky factor of K_MM.
+
+    The residual covariance c is positive semi-definite: a pivoted Cholesky factorisation of rank
+    at most ``max_rank`` (pivots: the rows with the largest remaining residual variance, i.e. the
+    structure's own environments as extra inducing points) gives ``c ~ G G^T + D``, with D the
+    exact diagonal of the remainder. The sum ``|G^T 1|^2 + trace D`` is exact when c has rank at
+    most ``max_rank`` (always for n <= max_rank rows), never below the independent-residual
+    value ``trace c``, and costs O(n max_rank (F + M_s)).
+    """
+    n = X.shape[0]
+    if n == 0:
+        return 0.0
+    V = scipy.linalg.solve_triangular(factor, Phi.T, lower=True, check_finite=False)
+
+    def column(p: int) -> np.ndarray:
+        if U is None:
+            prior = kernel(X, X[p : p + 1])[:, 0]
+        else:
+            prior = kernel.mixed_batched(X[None], X[None, p : p + 1], U[None], U[None, p : p + 1])
+            prior = prior[0, :, 0]
+        return d2 * prior - V.T @ V[:, p]
+
+    if U is None:
+        remaining = d2 * kernel.diag(X)
+    else:
+        remaining = d2 * kernel.mixed_batched(X[:, None], X[:, None], U[:, None], U[:, None])
+        remaining = remaining[:, 0, 0]
+    remaining = remaining - np.sum(V * V, axis=0)
+    scale = float(np.max(np.abs(remaining)))
+    G = np.zeros((n, min(n, max_rank)))
+    for k in range(G.shape[1]):
+        p = int(np.argmax(remaining))
+        pivot = remaining[p]
+        if not pivot > 1e-12 * scale:
+            G = G[:, :k]
+            break
+        G[:, k] = (column(p) - G[:, :k] @ G[p, :k]) / np.sqrt(pivot)
+        remaining = remaining - G[:, k] ** 2
+        remaining[p] = 0.0  # exactly represented now (round-off would leave a tiny rest)
+    return float(np.sum(G.sum(axis=0) ** 2) + np.sum(np.maximum(remaining, 0.0)))

@@ -1,0 +1,113 @@
+"""Predictive variances of one structure: local and total energies, forces, virial.
+
+Each prediction is a linear functional of local energies (:mod:`gapx.gp.variance`); its row of
+sparse-point covariances is the structure's design-matrix row (:func:`gapx.gp.design.
+assemble_block` with the structure as a one-frame block), so prediction and fit share one
+definition of every functional. Costs are linear in the number of atoms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+from . import design
+from .variance import (
+    MAX_RANK,
+    force_prior,
+    functional_variance_parts,
+    local_energy_prior,
+    summed_residual,
+)
+
+
+def _kind_rows(rows, kind: int):
+    selected = np.nonzero(rows.kinds == kind)[0]
+    local = np.full(rows.n_rows, -1, dtype=np.int64)
+    local[selected] = np.arange(selected.size)
+    return selected, local
+
+
+def predictive_variances(
+    terms,
+    sparse_sets,
+    R,
+    rows,
+    n_atoms: int,
+    periodic: bool,
+    max_rank: int = MAX_RANK,
+    weights_only: bool = False,
+) -> dict:
+    """Posterior variances of a structure's predictions.
+
+    ``rows[t]`` are term t's rows of the structure, with gradients. Returns ``energies``
+    (n_atoms,) eV², ``energy`` eV², ``forces`` (n_atoms, 3) (eV/Å)² and, when ``periodic``,
+    ``virial`` (6,) eV² (Voigt order; the stress variance is this over volume²).
+    ``weights_only`` returns only the part ``k Sigma k^T`` due to the weights' uncertainty (what
+    sampling the weights from their posterior shows).
+    """
+    n_columns = R.shape[0]
+    layout = design.block_layout([n_atoms], [True], [True], [periodic])
+    frames = [np.zeros(r.n_rows, dtype=np.int64) for r in rows]
+    K = design.assemble_block(
+        rows, frames, [t.kernel for t in terms], sparse_sets, layout, n_columns
+    )
+    k_atoms = np.zeros((n_atoms, n_columns))
+    prior_atoms = np.zeros(n_atoms)
+    prior_energy = 0.0
+    prior_forces = np.zeros((n_atoms, 3))
+    prior_virial = np.zeros(6)
+    for s in sparse_sets:
+        term_rows, kernel = rows[s.term], terms[s.term].kernel
+        selected, local = _kind_rows(term_rows, s.kind)
+        if selected.size == 0:
+            continue
+        d2 = s.delta**2
+        X = term_rows.X[selected]
+        k = d2 * kernel(X, s.points)
+        owned = local[term_rows.owner_rows] >= 0
+        o_rows = local[term_rows.owner_rows[owned]]
+        o_atoms = term_rows.owner_atoms[owned]
+        o_weights = term_rows.owner_weights[owned]
+        owners = scipy.sparse.csr_matrix(
+            (o_weights, (o_atoms, o_rows)), shape=(n_atoms, selected.size)
+        )
+        k_atoms[:, s.columns] = owners @ k
+        prior_atoms += local_energy_prior(kernel, X, o_rows, o_atoms, o_weights, n_atoms, d2)
+        # Total energy: exact Nyström part plus the (estimated) residual double sum.
+        nystrom = np.sum(scipy.linalg.solve_triangular(s.factor, k.sum(axis=0), lower=True) ** 2)
+        prior_energy += nystrom + summed_residual(kernel, X, k, s.factor, d2, None, max_rank)
+        grads = term_rows.gradients
+        entry = np.nonzero(local[grads.pairs[:, 0]] >= 0)[0]
+        pairs = np.stack([local[grads.pairs[entry, 0]], grads.pairs[entry, 1]], axis=1)
+        prior_forces += force_prior(kernel, X, pairs, grads.values[entry], n_atoms, d2)
+        if periodic:
+            strain = grads.strain[selected]
+            for c, (a, b) in enumerate(design.VOIGT):
+                U = 0.5 * (strain[:, a, b] + strain[:, b, a])
+                Phi = d2 * kernel.directional(X, s.points, U, np.arange(selected.size))
+                nystrom = np.sum(
+                    scipy.linalg.solve_triangular(s.factor, Phi.sum(axis=0), lower=True) ** 2
+                )
+                prior_virial[c] += nystrom + summed_residual(
+                    kernel, X, Phi, s.factor, d2, U, max_rank
+                )
+    force_rows = slice(layout.force_row[0], layout.force_row[0] + 3 * n_atoms)
+    functionals = [k_atoms, K[layout.energy_row[:1]], K[force_rows]]
+    priors = [prior_atoms, [prior_energy], prior_forces.reshape(-1)]
+    if periodic:
+        functionals.append(K[layout.virial_row[0] : layout.virial_row[0] + 6])
+        priors.append(prior_virial)
+    residual, weights = functional_variance_parts(
+        np.concatenate(priors), np.vstack(functionals), sparse_sets, R
+    )
+    var = weights if weights_only else np.maximum(residual + weights, 0.0)
+    out = {
+        "energies": var[:n_atoms],
+        "energy": float(var[n_atoms]),
+        "forces": var[n_atoms + 1 : n_atoms + 1 + 3 * n_atoms].reshape(n_atoms, 3),
+    }
+    if periodic:
+        out["virial"] = var[n_atoms + 1 + 3 * n_atoms :]
+    return out
