@@ -118,6 +118,7 @@ BinFrame make_frame(const Eigen::Ref<const Positions> &positions, const Cell &ce
 
 NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                                  Pbc pbc, Real cutoff, int n_threads) {
+    const int threads = resolve_threads(n_threads);
     if (!(cutoff > 0.0) || !std::isfinite(cutoff)) {
         throw InvalidArgument("cutoff must be a positive finite number, got " +
                               std::to_string(cutoff));
@@ -234,7 +235,6 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     const Real *zs = sorted_positions.col(2).data();
 
     const Real cutoff2 = cutoff * cutoff;
-    const int threads = resolve_threads(n_threads);
 
     // For every neighbour of centre i closer than the cutoff, calls
     // visit(j, shift_i, sorted index, vx, vy, vz, d2) in the fill pass, or only counts them.

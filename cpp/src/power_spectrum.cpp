@@ -394,15 +394,15 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
 
 RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                                  Pbc pbc, const std::vector<int> &numbers, int n_threads) const {
+    const int threads = resolve_threads(n_threads);
     const Index n_atoms = positions.rows();
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, threads);
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors;
     const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
     RowMatrix values(n_atoms, n_feat);
-    const int threads = resolve_threads(n_threads);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -427,14 +427,14 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                                                const Cell &cell, Pbc pbc,
                                                const std::vector<int> &numbers,
                                                int n_threads) const {
+    const int threads = resolve_threads(n_threads);
     const Index n_atoms = positions.rows();
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, threads);
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors;
     const std::vector<Index> &starts = env.starts;
     const Index n_feat = n_features();
-    const int threads = resolve_threads(n_threads);
 
     // Pass 1: one gradient entry per centre (self) plus one per distinct neighbour atom j != i
     // (periodic images of one atom merge; an atom's own images do not move relative to it).
@@ -581,6 +581,7 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                                   Pbc pbc, const std::vector<int> &numbers,
                                   const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
                                   Cell &dE_dstrain, int n_threads) const {
+    const int threads = resolve_threads(n_threads);
     const Index n_atoms = positions.rows();
     const Index n_feat = n_features();
     if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
@@ -588,11 +589,10 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                               std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
     }
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads);
+    const Environments env = environments(positions, cell, pbc, numbers, threads);
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors;
     const std::vector<Index> &starts = env.starts;
-    const int threads = resolve_threads(n_threads);
     const int n_max = expansion_.n_max();
     const int n_l = expansion_.n_l();
     const int n_lm = expansion_.n_lm();

@@ -29,7 +29,8 @@ struct NeighborList {
 /// `positions` (n_atoms x 3, Å) need not lie inside the cell. `cell` holds one lattice vector per
 /// row; only the periodic rows are used, and they must be linearly independent. The cutoff may
 /// exceed the cell, in which case several images (including an atom's own) are listed.
-/// `n_threads <= 0` uses OpenMP's default. Throws InvalidArgument on bad input.
+/// `n_threads` 0 uses OpenMP's default (see resolve_threads). Throws InvalidArgument on bad
+/// input, including a negative `n_threads` or one above max_threads().
 NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                                  Pbc pbc, Real cutoff, int n_threads = 0);
 

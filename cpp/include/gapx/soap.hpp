@@ -96,7 +96,8 @@ class PowerSpectrum {
 
     /// Normalised descriptors of every atom: (n_atoms, n_features). `positions` (n_atoms, 3) Å,
     /// `cell` one lattice vector per row, `numbers` atomic numbers (n_atoms). Allocates the
-    /// result. `n_threads <= 0` uses OpenMP's default.
+    /// result. `n_threads` 0 uses OpenMP's default; negative or above max_threads() throws
+    /// InvalidArgument (see resolve_threads).
     RowMatrix compute(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
                       const std::vector<int> &numbers, int n_threads = 0) const;
 
