@@ -13,7 +13,9 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 
 import gapx
@@ -117,3 +119,86 @@ def test_absurd_omp_num_threads_is_capped_not_fatal():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 252)"
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. memory of the neighbour list (and of the SOAP calls that build one)
+
+
+def test_huge_cutoff_on_a_tiny_periodic_cell_is_refused_before_allocating():
+    # ~1e9 pairs, 64 GB: once 13 s of scanning and then std::bad_alloc.
+    assert_value_error(
+        """
+        import ase
+        import gapx
+        atoms = ase.Atoms("Si2", positions=[[0, 0, 0], [1.3, 1.3, 1.3]], cell=[2.5] * 3, pbc=True)
+        gapx.neighbor_list(atoms, 1000.0)
+        """,
+        "cutoff 1000 Å is too large for this structure",
+        "about 1.1e+09 pairs",
+        "64.3 GB",
+        "periodic images of the cell",
+        "max_bytes",
+    )
+
+
+def test_nearly_flat_periodic_cell_is_refused_before_allocating():
+    # One cell vector of height 1e-6 Å: the cutoff sphere spans ~4e7 images of the cell along it.
+    assert_value_error(
+        """
+        import ase
+        import gapx
+        atoms = ase.Atoms(
+            "Si4",
+            scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0], [0, 0.5, 0]],
+            cell=[[5, 0, 0], [0, 5, 0], [0, 0, 1e-6]],
+            pbc=True,
+        )
+        gapx.neighbor_list(atoms, 20.0)
+        """,
+        "cutoff 20 Å is too large for this structure",
+        "2.1e+10 pairs",
+        "TB",
+    )
+
+
+def test_max_bytes_is_the_budget():
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (3, 3, 3)
+    i, *_ = gapx.neighbor_list(atoms, 5.0, max_bytes=10**8)
+    assert len(i) * 60 < 10**8
+    with pytest.raises(ValueError, match=r"neighbour list would have about \d+ pairs"):
+        gapx.neighbor_list(atoms, 5.0, max_bytes=len(i) * 60 // 10)
+    with pytest.raises(ValueError, match="max_bytes must be positive"):
+        _core.neighbor_list(atoms.positions, atoms.cell.array, (True,) * 3, 5.0, max_bytes=-1)
+
+
+def test_clustered_atoms_are_refused_by_the_exact_count():
+    # 500 atoms in a 3 Å cube inside a 100 Å periodic box: the uniform-density estimate
+    # (~230 pairs) is far too low, and the exact count after the counting pass refuses.
+    rng = np.random.default_rng(0)
+    atoms = Atoms("Ar500", positions=rng.uniform(0, 3, (500, 3)), cell=[100] * 3, pbc=True)
+    i, *_ = gapx.neighbor_list(atoms, 6.0)
+    assert len(i) == 500 * 499
+    with pytest.raises(ValueError, match=r"would have 249500 pairs and take 15 MB"):
+        gapx.neighbor_list(atoms, 6.0, max_bytes=10**6)
+
+
+def test_shift_vectors_of_far_away_atoms():
+    cell = np.diag([5.43] * 3)
+    far = 5.43 * round(1e10 / 5.43)  # ~1e10 Å, a whole number of cells
+    atoms = Atoms("Si2", positions=[[0, 0, 0], [1.3 + far, 1.3, 1.3]], cell=cell, pbc=True)
+    i, j, S, d, D = gapx.neighbor_list(atoms, 3.0)
+    assert len(i) == 2
+    assert S.dtype == np.int32
+    assert abs(S[0, 0]) > 1.8e9  # ~1e10 / 5.43, close to the int32 limit but exact
+    expected = atoms.positions[j] - atoms.positions[i] + S @ cell
+    np.testing.assert_allclose(D, expected, atol=1e-5)
+    np.testing.assert_allclose(d, np.sqrt(3 * 1.3**2), atol=1e-5)
+
+    atoms.positions[1, 0] += 1e11  # 2e10 cells away: the shift would not fit in int32
+    with pytest.raises(ValueError, match="beyond the int32 range.*ase.Atoms.wrap"):
+        gapx.neighbor_list(atoms, 3.0)
+    atoms.positions[1, 0] = 1e300
+    with pytest.raises(ValueError, match="too far for its position in the cell to be resolved"):
+        gapx.neighbor_list(atoms, 3.0)
+

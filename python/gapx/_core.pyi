@@ -9,6 +9,8 @@ def neighbor_list(
     pbc: tuple[bool, bool, bool],
     cutoff: float,
     n_threads: int = 0,
+    *,
+    max_bytes: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 class PowerSpectrum:

@@ -8,7 +8,9 @@ from . import _core
 from ._arrays import as_cutoff, atoms_arrays
 
 
-def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
+def neighbor_list(
+    atoms, cutoff: float, *, n_threads: int | None = None, max_bytes: int | None = None
+):
     """Full neighbour list of ``atoms``: all pairs with distance < ``cutoff``.
 
     Same meaning as ``ase.neighborlist.neighbor_list("ijSdD", atoms, cutoff)``: both i→j and j→i
@@ -23,6 +25,9 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
         Cutoff radius in Å.
     n_threads : int, optional
         OpenMP threads; default OpenMP's.
+    max_bytes : int, optional
+        Memory budget of the result (60 bytes per pair); default half of the physical memory.
+        A larger neighbour list raises ValueError before anything is allocated.
 
     Returns
     -------
@@ -41,7 +46,7 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
     if threads < 0:
         raise ValueError(f"n_threads must be positive, got {n_threads}")
     i, j, shifts, distances, vectors = _core.neighbor_list(
-        positions, cell, pbc, cutoff, n_threads=threads
+        positions, cell, pbc, cutoff, n_threads=threads, max_bytes=int(max_bytes or 0)
     )
     return i, j, np.asarray(shifts), distances, np.asarray(vectors)
 
