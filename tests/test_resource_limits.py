@@ -202,3 +202,15 @@ def test_shift_vectors_of_far_away_atoms():
     with pytest.raises(ValueError, match="too far for its position in the cell to be resolved"):
         gapx.neighbor_list(atoms, 3.0)
 
+
+def test_soap_calls_respect_max_bytes():
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (3, 3, 3)
+    soap = gapx.SOAP(species=["Si"])
+    args = (atoms.positions, atoms.cell.array, (True,) * 3, atoms.numbers.astype("int32"))
+    soap._core.compute(*args, max_bytes=10**7)
+    with pytest.raises(ValueError, match="the SOAP descriptors of 216 atoms .* more than"):
+        soap._core.compute(*args, max_bytes=10**5)
+    with pytest.raises(ValueError, match="the SOAP gradients of 216 atoms .* gradient pairs"):
+        soap._core.compute_gradients(*args, max_bytes=10**7)
+    with pytest.raises(ValueError, match="neighbour list"):
+        soap._core.backpropagate(*args, np.zeros((216, soap.n_features)), max_bytes=10**5)

@@ -35,6 +35,7 @@ class PowerSpectrum:
         numbers: np.ndarray,
         *,
         n_threads: int = 0,
+        max_bytes: int = 0,
     ) -> np.ndarray: ...
     def compute_gradients(
         self,
@@ -44,6 +45,7 @@ class PowerSpectrum:
         numbers: np.ndarray,
         *,
         n_threads: int = 0,
+        max_bytes: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
     def backpropagate(
         self,
@@ -54,6 +56,7 @@ class PowerSpectrum:
         dE_dX: np.ndarray,
         *,
         n_threads: int = 0,
+        max_bytes: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_spline(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_exact(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...
