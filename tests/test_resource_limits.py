@@ -214,3 +214,55 @@ def test_soap_calls_respect_max_bytes():
         soap._core.compute_gradients(*args, max_bytes=10**7)
     with pytest.raises(ValueError, match="neighbour list"):
         soap._core.backpropagate(*args, np.zeros((216, soap.n_features)), max_bytes=10**5)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. descriptor sizes, checked before anything is allocated or tabulated
+
+
+def test_huge_n_max_is_refused_before_allocating():
+    assert_value_error(
+        'import gapx\ngapx.SOAP(species=["Si"], n_max=10**6)',
+        "n_max = 1000000 is too large (at most 64)",
+        "64 TB",
+    )
+
+
+def test_huge_cutoff_is_refused_before_tabulating():
+    # Once ~40 s of quadrature for a 4.6 GB table.
+    assert_value_error(
+        'import gapx\ngapx.SOAP(species=["Si"], cutoff=1e4)',
+        "the radial spline table for cutoff 10000 Å, atom_sigma 0.5 Å, n_max 8 and l_max 6",
+        "2560000 intervals",
+        "4.59 GB (limit 500 MB)",
+    )
+    assert_value_error(
+        'import gapx\ngapx.SOAP(species=["Si"], atom_sigma=1e-300)',
+        "the radial spline table",
+        "(limit 500 MB)",
+    )
+
+
+def test_too_many_features_are_refused():
+    with pytest.raises(
+        ValueError, match=r"89 species, n_max 20 and l_max 30 would have 4\.9e\+07 "
+    ):
+        gapx.SOAP(species=list(range(1, 90)), n_max=20, l_max=30)
+
+
+@pytest.mark.parametrize(
+    ("cutoff", "atom_sigma", "n_max", "l_max"),
+    [(5.0, 0.5, 8, 6), (20.0, 0.3, 11, 30), (5.0, 0.3, 20, 30)],
+)
+def test_large_legitimate_settings_still_work(cutoff, atom_sigma, n_max, l_max):
+    soap = gapx.SOAP(
+        species=["Si"],
+        cutoff=cutoff,
+        atom_sigma=atom_sigma,
+        n_max=n_max,
+        l_max=l_max,
+        cutoff_transition_width=1.0,
+    )
+    assert soap.n_features == n_max * (n_max + 1) // 2 * (l_max + 1)
+    values = soap.compute(bulk("Si", "diamond", a=5.43))
+    assert np.allclose(np.linalg.norm(values, axis=1), 1.0)

@@ -375,6 +375,26 @@ PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options]
                                   "increasing order");
         }
     }
+    RadialSettings radial;
+    radial.cutoff = options.cutoff;
+    radial.n_max = options.n_max;
+    radial.l_max = options.l_max;
+    radial.atom_sigma = options.atom_sigma;
+    RadialSpline::check_settings(radial);
+    // In floating point: the channel count squared can overflow any integer type.
+    const Real n_channels = static_cast<Real>(options.species.size()) * options.n_max;
+    const Real n_features = n_channels * (n_channels + 1.0) / 2.0 * (options.l_max + 1);
+    if (!(n_features <= static_cast<Real>(max_features))) {
+        throw InvalidArgument(
+            "SOAP with " + std::to_string(options.species.size()) + " species, n_max " +
+            std::to_string(options.n_max) + " and l_max " + std::to_string(options.l_max) +
+            " would have " + detail::format_count(n_features) +
+            " features: one descriptor row would take " +
+            detail::format_bytes(n_features * sizeof(Real)) + " (limit " +
+            std::to_string(max_features) + " features, " +
+            detail::format_bytes(static_cast<Real>(max_features) * sizeof(Real)) +
+            " per row); use fewer species or a smaller n_max or l_max");
+    }
     return options;
 }()) {}
 

@@ -87,8 +87,15 @@ class SphericalExpansion {
 /// \f$ \hat x = p/|p| \f$ (a zero row stays zero with zero gradient).
 class PowerSpectrum {
   public:
-    /// Validates the options (throws InvalidArgument) and builds the tables. Allocates.
+    /// Validates the options (throws InvalidArgument, before anything is allocated or tabulated:
+    /// see RadialSpline::check_settings and max_features) and builds the tables. Allocates.
     explicit PowerSpectrum(const SoapOptions &options);
+
+    /// Largest number of features accepted: 2^24 (a 128 MiB descriptor row). The largest
+    /// settings in use (a few species, n_max <= 20, l_max <= 30) stay below 10^6; beyond this
+    /// every kernel and sparse-point matrix would be gigabytes per row, and the per-thread
+    /// buffers alone would not fit.
+    static constexpr Index max_features = Index{1} << 24;
 
     Index n_features() const;
     const SoapOptions &options() const { return expansion_.options(); }
