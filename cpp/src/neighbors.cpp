@@ -211,8 +211,8 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     check_expected_size(frame, cell, pbc, n_atoms, cutoff, budget);
 
     // Wrap periodic coordinates into [0, 1); remember the integer lattice offset of each atom so
-    // shifts can be reported relative to the positions the caller gave. The offsets are kept in
-    // 64 bits; the int32 shifts they lead to are range-checked below, before any pair is made.
+    // shifts can be reported relative to the positions the caller gave. The offsets are computed
+    // in 64 bits; the int32 shifts they lead to are range-checked below, before any pair is made.
     Positions frac = (positions.rowwise() - frame.origin.transpose()) * frame.inverse;
     using Offsets = Eigen::Matrix<Index, Eigen::Dynamic, 3, Eigen::RowMajor>;
     Offsets wrap_offset(n_atoms, 3);
@@ -291,6 +291,14 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
                                             n_bins[k] - 1);
         n_offsets *= static_cast<Real>(2 * reach[k] + 1);
     }
+    // Offsets relative to the lowest one, which the check above keeps within int32: shifts are
+    // differences of offsets, so this changes none of them and keeps the inner loops in 32 bits.
+    Shifts relative_offset(n_atoms, 3);
+    for (Index a = 0; a < n_atoms; ++a) {
+        for (int k = 0; k < 3; ++k) {
+            relative_offset(a, k) = static_cast<std::int32_t>(wrap_offset(a, k) - lowest_offset[k]);
+        }
+    }
     // Work of the two passes: the bin stencil of every atom plus the candidate pairs in it.
     const Real expected_candidates =
         n_offsets * static_cast<Real>(n_atoms) * static_cast<Real>(n_atoms) /
@@ -336,10 +344,10 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     const Positions wrapped = frac * frame.vectors;
     // Coordinates stored as separate x, y, z arrays so the distance loops vectorise.
     Eigen::Matrix<Real, Eigen::Dynamic, 3> sorted_positions(n_atoms, 3); // column-major
-    Offsets sorted_offsets(n_atoms, 3);
+    Shifts sorted_offsets(n_atoms, 3);
     for (Index s = 0; s < n_atoms; ++s) {
         sorted_positions.row(s) = wrapped.row(sorted_atoms[static_cast<size_t>(s)]);
-        sorted_offsets.row(s) = wrap_offset.row(sorted_atoms[static_cast<size_t>(s)]);
+        sorted_offsets.row(s) = relative_offset.row(sorted_atoms[static_cast<size_t>(s)]);
     }
     const Real *xs = sorted_positions.col(0).data();
     const Real *ys = sorted_positions.col(1).data();
@@ -389,9 +397,9 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
                         static_cast<Real>(sz) * frame.vectors.row(2);
                     const Real ox = image(0) - xi, oy = image(1) - yi, oz = image(2) - zi;
                     // Shift relative to the caller's (unwrapped) positions.
-                    const std::array<Index, 3> shift_i = {sx + wrap_offset(i, 0),
-                                                          sy + wrap_offset(i, 1),
-                                                          sz + wrap_offset(i, 2)};
+                    const std::array<Index, 3> shift_i = {sx + relative_offset(i, 0),
+                                                          sy + relative_offset(i, 1),
+                                                          sz + relative_offset(i, 2)};
                     const bool own_image = dx == 0 && dy == 0 && dz == 0; // centre's own bin, shift 0
                     const Index begin = bin_start[static_cast<size_t>(bin)];
                     const Index end = bin_start[static_cast<size_t>(bin + 1)];
