@@ -57,16 +57,19 @@ int32 (n_pairs, 3), float64 (n_pairs,), float64 (n_pairs, 3); read-only views (n
     m.def(
         "build_neighbor_list",
         [](const Eigen::Ref<const Positions> &positions, const Cell &cell,
-           const std::array<bool, 3> &pbc, Real cutoff, int n_threads) {
+           const std::array<bool, 3> &pbc, Real cutoff, int n_threads, Index max_bytes) {
             py::gil_scoped_release release;
-            return build_neighbor_list(positions, cell, to_pbc(pbc), cutoff, n_threads);
+            return build_neighbor_list(positions, cell, to_pbc(pbc), cutoff, n_threads, max_bytes);
         },
         py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("cutoff"),
-        py::arg("n_threads") = 0,
+        py::arg("n_threads") = 0, py::kw_only(), py::arg("max_bytes") = 0,
         R"doc(Full neighbour list with cell lists (OpenMP over centres, GIL released).
 
 positions (n_atoms, 3) float64 C-contiguous, cell (3, 3) one lattice vector per row, pbc three
-bools, cutoff in Å (pairs with d < cutoff). Returns a NeighborList.)doc");
+bools, cutoff in Å (pairs with d < cutoff). n_threads: 1 .. max(256, 4 x processors), 0 for
+OpenMP's default. max_bytes: memory budget of the result (60 bytes per pair), 0 for half of the
+physical memory; a larger list raises ValueError before anything is allocated. Returns a
+NeighborList.)doc");
 }
 
 } // namespace gapx::bindings

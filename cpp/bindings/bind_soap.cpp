@@ -64,54 +64,59 @@ void bind_soap(py::module_ &m) {
             "compute",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
-               int n_threads, const NeighborList *neighbors) {
+               int n_threads, const NeighborList *neighbors, Index max_bytes) {
                 py::gil_scoped_release release;
-                return self.compute(positions, cell, to_pbc(pbc), numbers, n_threads, neighbors);
+                return self.compute(positions, cell, to_pbc(pbc), numbers, n_threads, neighbors,
+                                    max_bytes);
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
             py::kw_only(), py::arg("n_threads") = 0, py::arg("neighbors") = nullptr,
+            py::arg("max_bytes") = 0,
             "Normalised descriptors (n_atoms, n_features) float64 (OpenMP, GIL released). "
-            "neighbors: a NeighborList of this structure for a cutoff >= the SOAP cutoff, or "
-            "None to build one.")
+            "neighbors: this structure's NeighborList for the SOAP cutoff, or None to build one. "
+            "max_bytes: memory budget of the call, 0 for half of the physical memory.")
         .def(
             "compute_gradients",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
-               int n_threads, const NeighborList *neighbors) {
+               int n_threads, const NeighborList *neighbors, Index max_bytes) {
                 SoapGradients out;
                 {
                     py::gil_scoped_release release;
                     out = self.compute_gradients(positions, cell, to_pbc(pbc), numbers, n_threads,
-                                                 neighbors);
+                                                 neighbors, max_bytes);
                 }
                 return py::make_tuple(std::move(out.values), std::move(out.pairs),
                                       std::move(out.gradients), std::move(out.strain));
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
             py::kw_only(), py::arg("n_threads") = 0, py::arg("neighbors") = nullptr,
+            py::arg("max_bytes") = 0,
             R"doc(Values and gradients: (values (n_atoms, F), pairs (n_grad, 2) int64,
 gradients (n_grad, 3 F) = dx_i/dr_j as [pair][xyz][feature], strain (n_atoms, 9 F) = dx_i/deps_ab
-as [atom][a][b][feature]).)doc")
+as [atom][a][b][feature]). max_bytes: memory budget of the call, 0 for half of the physical
+memory.)doc")
         .def(
             "backpropagate",
             [](const PowerSpectrum &self, const Eigen::Ref<const Positions> &positions,
                const Cell &cell, const std::array<bool, 3> &pbc, const std::vector<int> &numbers,
                const Eigen::Ref<const RowMatrix> &dE_dX, int n_threads,
-               const NeighborList *neighbors) {
+               const NeighborList *neighbors, Index max_bytes) {
                 Positions dE_dr;
                 Cell dE_dstrain;
                 {
                     py::gil_scoped_release release;
                     self.backpropagate(positions, cell, to_pbc(pbc), numbers, dE_dX, dE_dr,
-                                       dE_dstrain, n_threads, neighbors);
+                                       dE_dstrain, n_threads, neighbors, max_bytes);
                 }
                 return py::make_tuple(std::move(dE_dr), std::move(dE_dstrain));
             },
             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("numbers"),
             py::arg("dE_dX"), py::kw_only(), py::arg("n_threads") = 0,
-            py::arg("neighbors") = nullptr,
+            py::arg("neighbors") = nullptr, py::arg("max_bytes") = 0,
             "Contracts dE/dX (n_atoms, F) with the descriptor gradients: (dE_dr (n_atoms, 3), "
-            "dE_dstrain (3, 3)).")
+            "dE_dstrain (3, 3)). max_bytes: memory budget of the call, 0 for half of the physical "
+            "memory.")
         .def(
             "radial_spline",
             [](const PowerSpectrum &self, const std::vector<Real> &distances) {

@@ -2,6 +2,7 @@
 #include "gapx/neighbors.hpp"
 
 #include "gapx/errors.hpp"
+#include "gapx/memory.hpp"
 #include "gapx/parallel.hpp"
 
 #include <Eigen/Dense>
@@ -9,6 +10,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -114,10 +117,79 @@ BinFrame make_frame(const Eigen::Ref<const Positions> &positions, const Cell &ce
     return frame;
 }
 
+constexpr Real pi = 3.14159265358979323846;
+
+/// Output bytes per pair: first and second (int64), shift (3 int32), vector (3 doubles) and
+/// distance (double).
+constexpr Real bytes_per_pair =
+    2 * sizeof(Index) + 3 * sizeof(std::int32_t) + 4 * sizeof(Real); // 60
+
+/// "(max_bytes; the default is half of the physical memory)" for the refusal messages.
+std::string budget_text(Index budget) {
+    return "the memory limit of " + detail::format_bytes(static_cast<Real>(budget)) +
+           " (max_bytes; the default is half of the physical memory)";
+}
+
+/// Refuses, before anything is allocated or scanned, a cutoff whose neighbour list would not fit
+/// in `budget` bytes.
+///
+/// Expected pairs: n_atoms times the expected number of neighbours of an atom, estimated two ways
+/// and the larger kept. (1) A uniform density \f$ \rho = n_{atoms} / V \f$ over the binning
+/// frame (the cell, with non-periodic directions spanning the atoms), times the part of the
+/// cutoff sphere that can hold atoms: \f$ \tfrac43 \pi r_c^3 \f$, multiplied for every
+/// non-periodic direction of extent h by \f$ \min(1, 3h / 4r_c) \f$ (a slab of thickness h
+/// through the centre holds at most that fraction of the sphere). For a full cutoff sphere this
+/// is the usual \f$ n_{atoms}^2 \tfrac43 \pi r_c^3 / V \f$, within a factor ~2 of the truth
+/// whenever r_c exceeds the interatomic spacing (and tiny otherwise). (2) A lower bound that
+/// holds for any arrangement: each atom's own images m a_k, \f$ 0 < |m| \le r_c/|a_k| \f$,
+/// along each periodic cell vector, which catches a needle-like cell whose volume is not small.
+/// The estimate costs O(1); the exact count, checked again after the counting pass, is the
+/// backstop for strongly clustered atoms.
+void check_expected_size(const BinFrame &frame, const Cell &cell, Pbc pbc, Index n_atoms,
+                         Real cutoff, Index budget) {
+    const Real n = static_cast<Real>(n_atoms);
+    const Real volume = std::abs(frame.vectors.determinant());
+    Real reachable = 4.0 / 3.0 * pi * cutoff * cutoff * cutoff;
+    Real images = 1.0; // periodic images of the cell the cutoff sphere's bounding box overlaps
+    Real own_images = 0.0;
+    bool any_periodic = false;
+    for (int k = 0; k < 3; ++k) {
+        if (pbc[k]) {
+            any_periodic = true;
+            images *= 2.0 * std::ceil(cutoff / frame.heights[k]) + 1.0;
+            own_images = std::max(own_images, 2.0 * std::floor(cutoff / cell.row(k).norm()));
+        } else {
+            reachable *= std::min<Real>(1.0, 0.75 * frame.heights[k] / cutoff);
+        }
+    }
+    Real pairs = n * (n / volume) * reachable;
+    if (!any_periodic) {
+        pairs = std::min(pairs, n * (n - 1.0));
+    }
+    pairs = std::max(pairs, n * own_images);
+    const Real bytes = pairs * bytes_per_pair;
+    if (!(bytes <= static_cast<Real>(budget))) {
+        std::string where = "";
+        if (any_periodic) {
+            where = ", the cutoff sphere spanning about " + detail::format_count(images) +
+                    " periodic images of the cell";
+        }
+        throw InvalidArgument("cutoff " + detail::format_real(cutoff) +
+                              " Å is too large for this structure: its neighbour list would have "
+                              "about " +
+                              detail::format_count(pairs) + " pairs (" +
+                              std::to_string(n_atoms) + " atoms" + where + ") and take about " +
+                              detail::format_bytes(bytes) + ", more than " +
+                              budget_text(budget));
+    }
+}
+
 } // namespace
 
 NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                                 Pbc pbc, Real cutoff, int n_threads) {
+                                 Pbc pbc, Real cutoff, int n_threads, Index max_bytes) {
+    const int threads = resolve_threads(n_threads);
+    const Index budget = resolve_memory_budget(max_bytes);
     if (!(cutoff > 0.0) || !std::isfinite(cutoff)) {
         throw InvalidArgument("cutoff must be a positive finite number, got " +
                               std::to_string(cutoff));
@@ -137,22 +209,45 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     }
 
     const BinFrame frame = make_frame(positions, cell, pbc);
+    check_expected_size(frame, cell, pbc, n_atoms, cutoff, budget);
 
     // Wrap periodic coordinates into [0, 1); remember the integer lattice offset of each atom so
-    // shifts can be reported relative to the positions the caller gave.
+    // shifts can be reported relative to the positions the caller gave. The offsets are computed
+    // in 64 bits; the int32 shifts they lead to are range-checked below, before any pair is made.
     Positions frac = (positions.rowwise() - frame.origin.transpose()) * frame.inverse;
-    Shifts wrap_offset(n_atoms, 3);
+    using Offsets = Eigen::Matrix<Index, Eigen::Dynamic, 3, Eigen::RowMajor>;
+    Offsets wrap_offset(n_atoms, 3);
+    // Beyond 2^52 cells a double has no fractional part left: the position within the cell (and
+    // so any distance) is lost, and the offset would not even convert to an integer exactly.
+    constexpr Real max_offset = 4503599627370496.0; // 2^52
+    std::array<Index, 3> lowest_offset{0, 0, 0};
+    std::array<Index, 3> highest_offset{0, 0, 0};
     for (Index a = 0; a < n_atoms; ++a) {
         for (int k = 0; k < 3; ++k) {
             Real s = frac(a, k);
             Real f = pbc[k] ? std::floor(s) : 0.0;
+            if (!(std::abs(f) < max_offset)) {
+                throw InvalidArgument("atom " + std::to_string(a) + " lies about " +
+                                      detail::format_count(std::abs(f)) +
+                                      " cell lengths outside the cell along cell vector " +
+                                      std::to_string(k) +
+                                      ", too far for its position in the cell to be resolved; "
+                                      "wrap the positions into the cell first (ase.Atoms.wrap)");
+            }
             s -= f;
             if (s >= 1.0) { // floor rounding at the upper edge
                 s -= 1.0;
                 f += 1.0;
             }
             frac(a, k) = std::clamp<Real>(s, 0.0, std::nextafter(1.0, 0.0));
-            wrap_offset(a, k) = static_cast<std::int32_t>(f);
+            const auto offset = static_cast<Index>(f);
+            wrap_offset(a, k) = offset;
+            if (a == 0) {
+                lowest_offset[k] = highest_offset[k] = offset;
+            } else {
+                lowest_offset[k] = std::min(lowest_offset[k], offset);
+                highest_offset[k] = std::max(highest_offset[k], offset);
+            }
         }
     }
 
@@ -160,11 +255,12 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     // box) cannot allocate more bins than a small multiple of the atoms.
     std::array<Index, 3> n_bins{};
     Real total = 1.0;
+    const Real max_bins = 4.0 * static_cast<Real>(n_atoms) + 8.0;
     for (int k = 0; k < 3; ++k) {
-        n_bins[k] = std::max<Index>(1, static_cast<Index>(std::floor(frame.heights[k] / cutoff)));
+        n_bins[k] = std::max<Index>(
+            1, static_cast<Index>(std::floor(std::min(frame.heights[k] / cutoff, max_bins))));
         total *= static_cast<Real>(n_bins[k]);
     }
-    const Real max_bins = 4.0 * static_cast<Real>(n_atoms) + 8.0;
     if (total > max_bins) {
         Real shrink = std::cbrt(total / max_bins);
         for (int k = 0; k < 3; ++k) {
@@ -175,21 +271,45 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     std::array<Index, 3> reach{};
     Real n_offsets = 1.0;
     for (int k = 0; k < 3; ++k) {
-        Real width = frame.heights[k] / static_cast<Real>(n_bins[k]);
-        reach[k] = static_cast<Index>(std::ceil(cutoff / width));
-        if (!pbc[k]) {
-            reach[k] = std::min<Index>(reach[k], n_bins[k] - 1);
+        const Real width = frame.heights[k] / static_cast<Real>(n_bins[k]);
+        const Real bins_reached = std::ceil(cutoff / width);
+        // shift = image + wrap_offset[i] - wrap_offset[j], and |image| <= reach / n_bins + 1.
+        const Real max_shift = bins_reached / static_cast<Real>(n_bins[k]) + 1.0 +
+                               static_cast<Real>(highest_offset[k] - lowest_offset[k]);
+        if (pbc[k] && !(max_shift <= static_cast<Real>(std::numeric_limits<std::int32_t>::max()))) {
+            throw InvalidArgument(
+                "the shift vectors along cell vector " + std::to_string(k) + " would reach " +
+                detail::format_count(max_shift) +
+                ", beyond the int32 range they are returned in (the atoms lie across " +
+                detail::format_count(static_cast<Real>(highest_offset[k] - lowest_offset[k])) +
+                " cell lengths and the cutoff spans " +
+                detail::format_count(cutoff / frame.heights[k]) +
+                "); wrap the positions into the cell first (ase.Atoms.wrap)");
         }
+        reach[k] = pbc[k] ? static_cast<Index>(bins_reached)
+                          : std::min<Index>(static_cast<Index>(std::min<Real>(
+                                                bins_reached, static_cast<Real>(n_bins[k]))),
+                                            n_bins[k] - 1);
         n_offsets *= static_cast<Real>(2 * reach[k] + 1);
     }
+    // Offsets relative to the lowest one, which the check above keeps within int32: shifts are
+    // differences of offsets, so this changes none of them and keeps the inner loops in 32 bits.
+    Shifts relative_offset(n_atoms, 3);
+    for (Index a = 0; a < n_atoms; ++a) {
+        for (int k = 0; k < 3; ++k) {
+            relative_offset(a, k) = static_cast<std::int32_t>(wrap_offset(a, k) - lowest_offset[k]);
+        }
+    }
+    // Work of the two passes: the bin stencil of every atom plus the candidate pairs in it.
     const Real expected_candidates =
         n_offsets * static_cast<Real>(n_atoms) * static_cast<Real>(n_atoms) /
         static_cast<Real>(n_bins[0] * n_bins[1] * n_bins[2]);
-    if (expected_candidates > 4e10) {
-        throw InvalidArgument("cutoff " + std::to_string(cutoff) +
-                              " is far larger than the cell: the neighbour search would examine "
+    const Real work = n_offsets * static_cast<Real>(n_atoms) + expected_candidates;
+    if (work > 4e10) {
+        throw InvalidArgument("cutoff " + detail::format_real(cutoff) +
+                              " Å is far larger than the cell: the neighbour search would examine "
                               "about " +
-                              std::to_string(expected_candidates) + " candidate pairs");
+                              detail::format_count(work) + " bins and candidate pairs (limit 4e10)");
     }
 
     // Counting sort of atoms into bins (CSR layout), with bin-ordered copies of the positions.
@@ -228,14 +348,13 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
     Shifts sorted_offsets(n_atoms, 3);
     for (Index s = 0; s < n_atoms; ++s) {
         sorted_positions.row(s) = wrapped.row(sorted_atoms[static_cast<size_t>(s)]);
-        sorted_offsets.row(s) = wrap_offset.row(sorted_atoms[static_cast<size_t>(s)]);
+        sorted_offsets.row(s) = relative_offset.row(sorted_atoms[static_cast<size_t>(s)]);
     }
     const Real *xs = sorted_positions.col(0).data();
     const Real *ys = sorted_positions.col(1).data();
     const Real *zs = sorted_positions.col(2).data();
 
     const Real cutoff2 = cutoff * cutoff;
-    const int threads = resolve_threads(n_threads);
 
     // For every neighbour of centre i closer than the cutoff, calls
     // visit(j, shift_i, sorted index, vx, vy, vz, d2) in the fill pass, or only counts them.
@@ -279,9 +398,9 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
                         static_cast<Real>(sz) * frame.vectors.row(2);
                     const Real ox = image(0) - xi, oy = image(1) - yi, oz = image(2) - zi;
                     // Shift relative to the caller's (unwrapped) positions.
-                    const std::array<Index, 3> shift_i = {sx + wrap_offset(i, 0),
-                                                          sy + wrap_offset(i, 1),
-                                                          sz + wrap_offset(i, 2)};
+                    const std::array<Index, 3> shift_i = {sx + relative_offset(i, 0),
+                                                          sy + relative_offset(i, 1),
+                                                          sz + relative_offset(i, 2)};
                     const bool own_image = dx == 0 && dy == 0 && dz == 0; // centre's own bin, shift 0
                     const Index begin = bin_start[static_cast<size_t>(bin)];
                     const Index end = bin_start[static_cast<size_t>(bin + 1)];
@@ -345,6 +464,12 @@ NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, c
         pair_start[static_cast<size_t>(i) + 1] += pair_start[static_cast<size_t>(i)];
     }
     const Index n_pairs = pair_start.back();
+    if (static_cast<Real>(n_pairs) * bytes_per_pair > static_cast<Real>(budget)) {
+        throw InvalidArgument("the neighbour list for cutoff " + detail::format_real(cutoff) +
+                              " Å would have " + std::to_string(n_pairs) + " pairs and take " +
+                              detail::format_bytes(static_cast<Real>(n_pairs) * bytes_per_pair) +
+                              ", more than " + budget_text(budget));
+    }
     result.first.resize(static_cast<size_t>(n_pairs));
     result.second.resize(static_cast<size_t>(n_pairs));
     result.distances.resize(static_cast<size_t>(n_pairs));

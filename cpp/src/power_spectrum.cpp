@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "gapx/errors.hpp"
+#include "gapx/memory.hpp"
 #include "gapx/parallel.hpp"
 #include "gapx/soap.hpp"
 
@@ -63,6 +64,26 @@ std::vector<Index> center_starts(const NeighborList &neighbors, Index n_atoms) {
     }
     return starts;
 }
+
+/// Refuses a call whose buffers (`bytes`, outputs plus per-thread scratch) exceed `budget`.
+void check_budget(const std::string &what, Real bytes, Index budget) {
+    if (!(bytes <= static_cast<Real>(budget))) {
+        throw InvalidArgument(what + " would take " + detail::format_bytes(bytes) +
+                              ", more than the memory limit of " +
+                              detail::format_bytes(static_cast<Real>(budget)) +
+                              " (max_bytes; the default is half of the physical memory)");
+    }
+}
+
+/// "the SOAP gradients of 1000 atoms (12000 features)" for check_budget messages.
+std::string describe(const char *what, Index n_atoms, Index n_features) {
+    return std::string(what) + " of " + std::to_string(n_atoms) + " atoms (" +
+           std::to_string(n_features) + " features)";
+}
+
+constexpr Real bytes_per_real = sizeof(Real);
+/// Bytes of the neighbour list per pair (see build_neighbor_list).
+constexpr Real neighbor_bytes_per_pair = 60.0;
 
 /// Offset of the features (u, v >= u) in units of l-blocks: sum_{u' < u} (n_channels - u').
 inline Index channel_offset(int u, int n_channels) {
@@ -354,6 +375,26 @@ PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options]
                                   "increasing order");
         }
     }
+    RadialSettings radial;
+    radial.cutoff = options.cutoff;
+    radial.n_max = options.n_max;
+    radial.l_max = options.l_max;
+    radial.atom_sigma = options.atom_sigma;
+    RadialSpline::check_settings(radial);
+    // In floating point: the channel count squared can overflow any integer type.
+    const Real n_channels = static_cast<Real>(options.species.size()) * options.n_max;
+    const Real n_features = n_channels * (n_channels + 1.0) / 2.0 * (options.l_max + 1);
+    if (!(n_features <= static_cast<Real>(max_features))) {
+        throw InvalidArgument(
+            "SOAP with " + std::to_string(options.species.size()) + " species, n_max " +
+            std::to_string(options.n_max) + " and l_max " + std::to_string(options.l_max) +
+            " would have " + detail::format_count(n_features) +
+            " features: one descriptor row would take " +
+            detail::format_bytes(n_features * sizeof(Real)) + " (limit " +
+            std::to_string(max_features) + " features, " +
+            detail::format_bytes(static_cast<Real>(max_features) * sizeof(Real)) +
+            " per row); use fewer species or a smaller n_max or l_max");
+    }
     return options;
 }()) {}
 
@@ -381,7 +422,8 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
                                                         const Cell &cell, Pbc pbc,
                                                         const std::vector<int> &numbers,
                                                         int n_threads,
-                                                        const NeighborList *neighbors) const {
+                                                        const NeighborList *neighbors,
+                                                        Index max_bytes) const {
     const Index n_atoms = positions.rows();
     if (static_cast<Index>(numbers.size()) != n_atoms) {
         throw InvalidArgument("numbers and positions have different lengths");
@@ -390,7 +432,7 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
     env.species = species_indices(numbers);
     const Real cutoff = options().cutoff;
     if (neighbors == nullptr) {
-        env.owned = build_neighbor_list(positions, cell, pbc, cutoff, n_threads);
+        env.owned = build_neighbor_list(positions, cell, pbc, cutoff, n_threads, max_bytes);
     } else {
         for (Index k = 0; k < neighbors->n_pairs(); ++k) {
             const auto idx = static_cast<size_t>(k);
@@ -413,16 +455,22 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
 
 RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                                  Pbc pbc, const std::vector<int> &numbers, int n_threads,
-                                 const NeighborList *neighbors_in) const {
+                                 const NeighborList *neighbors_in, Index max_bytes) const {
+    const int threads = resolve_threads(n_threads);
+    const Index budget = resolve_memory_budget(max_bytes);
     const Index n_atoms = positions.rows();
+    const Index n_feat = n_features();
+    // The values and one power spectrum per thread; the neighbour list gets what is left.
+    const Real own_bytes = static_cast<Real>(n_atoms + threads) * n_feat * bytes_per_real;
+    check_budget(describe("the SOAP descriptors", n_atoms, n_feat), own_bytes, budget);
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
+    const Environments env =
+        environments(positions, cell, pbc, numbers, threads, neighbors_in,
+                     std::max<Index>(1, budget - static_cast<Index>(own_bytes)));
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
-    const Index n_feat = n_features();
     RowMatrix values(n_atoms, n_feat);
-    const int threads = resolve_threads(n_threads);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -447,15 +495,23 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
                                                const Cell &cell, Pbc pbc,
                                                const std::vector<int> &numbers,
                                                int n_threads,
-                                               const NeighborList *neighbors_in) const {
+                                               const NeighborList *neighbors_in,
+                                               Index max_bytes) const {
+    const int threads = resolve_threads(n_threads);
+    const Index budget = resolve_memory_budget(max_bytes);
     const Index n_atoms = positions.rows();
+    const Index n_feat = n_features();
+    // Values and strain (10 rows of features per atom) and the per-thread power spectra are
+    // known now; the position gradients (3 per gradient pair) once the neighbours are.
+    const Real fixed_bytes = static_cast<Real>(10 * n_atoms + threads) * n_feat * bytes_per_real;
+    check_budget(describe("the SOAP gradients", n_atoms, n_feat), fixed_bytes, budget);
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
+    const Environments env =
+        environments(positions, cell, pbc, numbers, threads, neighbors_in,
+                     std::max<Index>(1, budget - static_cast<Index>(fixed_bytes)));
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
-    const Index n_feat = n_features();
-    const int threads = resolve_threads(n_threads);
 
     // Pass 1: one gradient entry per centre (self) plus one per distinct neighbour atom j != i
     // (periodic images of one atom merge; an atom's own images do not move relative to it).
@@ -479,6 +535,11 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
         entry_starts[i + 1] += entry_starts[i];
     }
     const Index n_grad = entry_starts[n_atoms];
+    check_budget(describe("the SOAP gradients", n_atoms, n_feat) + " with " +
+                     std::to_string(n_grad) + " gradient pairs",
+                 fixed_bytes + static_cast<Real>(n_grad) * (3 * n_feat + 2) * bytes_per_real +
+                     static_cast<Real>(neighbors.n_pairs()) * neighbor_bytes_per_pair,
+                 budget);
 
     SoapGradients out;
     out.values.resize(n_atoms, n_feat);
@@ -602,19 +663,27 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
                                   Pbc pbc, const std::vector<int> &numbers,
                                   const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
                                   Cell &dE_dstrain, int n_threads,
-                                  const NeighborList *neighbors_in) const {
+                                  const NeighborList *neighbors_in, Index max_bytes) const {
+    const int threads = resolve_threads(n_threads);
+    const Index budget = resolve_memory_budget(max_bytes);
     const Index n_atoms = positions.rows();
     const Index n_feat = n_features();
     if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
         throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
                               std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
     }
+    // Three feature-length buffers per thread; the neighbour list (and one 3-vector per pair)
+    // gets what is left.
+    const Real scratch_bytes = 3.0 * threads * n_feat * bytes_per_real;
+    check_budget(describe("backpropagating through the SOAP", n_atoms, n_feat), scratch_bytes,
+                 budget);
     // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env = environments(positions, cell, pbc, numbers, n_threads, neighbors_in);
+    const Environments env =
+        environments(positions, cell, pbc, numbers, threads, neighbors_in,
+                     std::max<Index>(1, budget - static_cast<Index>(scratch_bytes)));
     const std::vector<int> &species = env.species;
     const NeighborList &neighbors = env.neighbors();
     const std::vector<Index> &starts = env.starts;
-    const int threads = resolve_threads(n_threads);
     const int n_max = expansion_.n_max();
     const int n_l = expansion_.n_l();
     const int n_lm = expansion_.n_lm();

@@ -2,6 +2,7 @@
 #include "gapx/radial_basis.hpp"
 
 #include "gapx/errors.hpp"
+#include "gapx/memory.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -331,7 +332,16 @@ RowMatrix lowdin_orthonormalisation(Real cutoff, int n_max) {
 
 } // namespace detail
 
-RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings) {
+Real RadialSpline::intervals(const RadialSettings &settings) {
+    return std::max(16.0, std::ceil(settings.cutoff / (settings.atom_sigma * spacing_per_sigma)));
+}
+
+Real RadialSpline::table_bytes(const RadialSettings &settings) {
+    return intervals(settings) * 4.0 * static_cast<Real>(settings.n_max) *
+           static_cast<Real>(settings.l_max + 1) * static_cast<Real>(sizeof(Real));
+}
+
+void RadialSpline::check_settings(const RadialSettings &settings) {
     const Real rc = settings.cutoff;
     const int n_max = settings.n_max;
     const int l_max = settings.l_max;
@@ -348,6 +358,34 @@ RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings)
     if (!(sigma > 0.0) || !std::isfinite(sigma)) {
         throw InvalidArgument("atom_sigma must be positive, got " + std::to_string(sigma));
     }
+    if (n_max > max_n_max) {
+        // a, v, w and the overlap: four n_max x n_max double-double matrices.
+        const Real bytes = 4.0 * 16.0 * static_cast<Real>(n_max) * static_cast<Real>(n_max);
+        throw InvalidArgument(
+            "n_max = " + std::to_string(n_max) + " is too large (at most " +
+            std::to_string(max_n_max) +
+            "): orthonormalising the radial basis would take " + detail::format_bytes(bytes) +
+            " and O(n_max^3) time, and the Gaussian-type basis cannot be orthonormalised "
+            "accurately beyond n_max ~ 28 at any cutoff");
+    }
+    const Real bytes = table_bytes(settings);
+    if (!(bytes <= max_table_bytes)) {
+        throw InvalidArgument(
+            "the radial spline table for cutoff " + detail::format_real(rc) +
+            " Å, atom_sigma " + detail::format_real(sigma) + " Å, n_max " +
+            std::to_string(n_max) + " and l_max " + std::to_string(l_max) + " would have " +
+            detail::format_count(intervals(settings)) + " intervals (cutoff / atom_sigma x 128) " +
+            "for " + std::to_string(n_max * (l_max + 1)) + " radial functions and take " +
+            detail::format_bytes(bytes) + " (limit " + detail::format_bytes(max_table_bytes) +
+            "); use a smaller cutoff / atom_sigma ratio, n_max or l_max");
+    }
+}
+
+RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings) {
+    check_settings(settings);
+    const Real rc = settings.cutoff;
+    const int n_max = settings.n_max;
+    const int l_max = settings.l_max;
 
     widths_.resize(n_max);
     for (int k = 0; k < n_max; ++k) {
@@ -359,7 +397,7 @@ RadialSpline::RadialSpline(const RadialSettings &settings) : settings_(settings)
 
     const int n_l = l_max + 1;
     const int n_nl = n_max * n_l;
-    n_intervals_ = std::max(16, static_cast<int>(std::ceil(rc / (sigma * spacing_per_sigma))));
+    n_intervals_ = static_cast<int>(intervals(settings));
     spacing_ = rc / n_intervals_;
     std::vector<Real> values((n_intervals_ + 1) * n_nl);
     std::vector<Real> slopes((n_intervals_ + 1) * n_nl);

@@ -16,6 +16,8 @@ def build_neighbor_list(
     pbc: tuple[bool, bool, bool],
     cutoff: float,
     n_threads: int = 0,
+    *,
+    max_bytes: int = 0,
 ) -> NeighborList: ...
 
 class PowerSpectrum:
@@ -41,6 +43,7 @@ class PowerSpectrum:
         *,
         n_threads: int = 0,
         neighbors: NeighborList | None = None,
+        max_bytes: int = 0,
     ) -> np.ndarray: ...
     def compute_gradients(
         self,
@@ -51,6 +54,7 @@ class PowerSpectrum:
         *,
         n_threads: int = 0,
         neighbors: NeighborList | None = None,
+        max_bytes: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
     def backpropagate(
         self,
@@ -62,6 +66,7 @@ class PowerSpectrum:
         *,
         n_threads: int = 0,
         neighbors: NeighborList | None = None,
+        max_bytes: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_spline(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...
     def radial_exact(self, distances: list[float]) -> tuple[np.ndarray, np.ndarray]: ...

@@ -19,7 +19,9 @@ def _threads(n_threads: int | None) -> int:
     return threads
 
 
-def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
+def neighbor_list(
+    atoms, cutoff: float, *, n_threads: int | None = None, max_bytes: int | None = None
+):
     """Full neighbour list of ``atoms``: all pairs with distance < ``cutoff``.
 
     Same meaning as ``ase.neighborlist.neighbor_list("ijSdD", atoms, cutoff)``: both i→j and j→i
@@ -34,6 +36,9 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
         Cutoff radius in Å.
     n_threads : int, optional
         OpenMP threads; default OpenMP's.
+    max_bytes : int, optional
+        Memory budget of the result (60 bytes per pair); default half of the physical memory.
+        A larger neighbour list raises ValueError before anything is allocated.
 
     Returns
     -------
@@ -46,7 +51,8 @@ def neighbor_list(atoms, cutoff: float, *, n_threads: int | None = None):
     D : (n_pairs, 3) float64
         Distance vectors in Å.
     """
-    return StructureContext(atoms, n_threads=n_threads).neighbors(cutoff).arrays()
+    context = StructureContext(atoms, n_threads=n_threads, max_bytes=max_bytes)
+    return context.neighbors(cutoff).arrays()
 
 
 class StructureContext:
@@ -60,11 +66,14 @@ class StructureContext:
     cell-list builds.
 
     The context holds a snapshot of the positions: make a new one when the structure changes.
+    ``max_bytes`` bounds each list's memory (default: half of the physical memory).
     """
 
-    def __init__(self, atoms, n_threads: int | None = None):
+    def __init__(self, atoms, n_threads: int | None = None, max_bytes: int | None = None):
         self.positions, self.cell, self.pbc, self.numbers = atoms_arrays(atoms)
         self.n_threads = _threads(n_threads)
+        # 0: the C++ default budget (half of the physical memory).
+        self.max_bytes = int(max_bytes or 0)
         self.n_built = 0
         self._lists: dict[float, _core.NeighborList] = {}
 
@@ -73,7 +82,12 @@ class StructureContext:
         cutoff = as_cutoff(cutoff)
         if cutoff not in self._lists:
             self._lists[cutoff] = _core.build_neighbor_list(
-                self.positions, self.cell, self.pbc, cutoff, n_threads=self.n_threads
+                self.positions,
+                self.cell,
+                self.pbc,
+                cutoff,
+                n_threads=self.n_threads,
+                max_bytes=self.max_bytes,
             )
             self.n_built += 1
         return self._lists[cutoff]

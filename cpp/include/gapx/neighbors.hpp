@@ -31,8 +31,15 @@ struct NeighborList {
 /// `positions` (n_atoms x 3, Å) need not lie inside the cell. `cell` holds one lattice vector per
 /// row; only the periodic rows are used, and they must be linearly independent. The cutoff may
 /// exceed the cell, in which case several images (including an atom's own) are listed.
-/// `n_threads <= 0` uses OpenMP's default. Throws InvalidArgument on bad input.
+/// `n_threads` 0 uses OpenMP's default (see resolve_threads). Allocates the result, 60 bytes per
+/// pair; `max_bytes` bounds it (0: default_memory_budget(), half of the physical memory): the
+/// expected size is estimated in O(1) before anything is allocated or scanned, and the exact size
+/// is checked again after the counting pass, before the output is allocated. Throws
+/// InvalidArgument on bad input, including a negative `n_threads` or one above max_threads(), a
+/// negative `max_bytes`, a neighbour list larger than the budget, a search that would examine
+/// more than 4e10 bins and candidates, and shifts outside the int32 range (atoms ~1e9 cells from
+/// the cell).
 NeighborList build_neighbor_list(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                                 Pbc pbc, Real cutoff, int n_threads = 0);
+                                 Pbc pbc, Real cutoff, int n_threads = 0, Index max_bytes = 0);
 
 } // namespace gapx

@@ -43,9 +43,31 @@ struct RadialSettings {
 /// for the derivative), far below the descriptor accuracy anyone needs.
 class RadialSpline {
   public:
-    /// Builds the tables (allocates; ~0.3 s for n_max 12, l_max 6, σ 0.5). Throws
-    /// InvalidArgument on bad settings.
+    /// Builds the tables (allocates; ~0.1 s for n_max 12, l_max 6, σ 0.5, r_c 5). Throws
+    /// InvalidArgument on bad settings (see check_settings), before allocating anything.
     explicit RadialSpline(const RadialSettings &settings);
+
+    /// Largest n_max accepted. The GTO overlap matrix is too ill-conditioned to orthonormalise
+    /// beyond n_max ≈ 28 at any cutoff (≈ 11 at r_c = 20 Å), and the double-double
+    /// orthonormalisation costs O(n_max^3) time and O(n_max^2) memory before it can find out;
+    /// 64 refuses absurd values at once (0.2 s at most) and leaves room above what works today.
+    static constexpr int max_n_max = 64;
+    /// Largest spline coefficient table accepted, in bytes: 4 doubles per interval and (n, l).
+    /// 500 MB is 1.6e7 tabulated (interval, n, l) entries, 5-15 s of quadrature; the largest
+    /// settings in use (r_c 20 Å, σ 0.3 Å, n_max 11, l_max 30: 93 MB, 1.4 s) fit 5 times over,
+    /// while r_c 1e4 Å (4.6 GB, minutes of quadrature) is refused at once.
+    static constexpr Real max_table_bytes = 5e8;
+
+    /// Spline intervals over [0, r_c] for `settings`: \f$ \max(16, \lceil 128 r_c / σ \rceil)
+    /// \f$, as a Real so that absurd ratios cannot overflow. Does not validate.
+    static Real intervals(const RadialSettings &settings);
+    /// Bytes of the spline coefficient table, \f$ 32\,n_{intervals}\,n_{max} (l_{max}+1) \f$.
+    /// Does not validate.
+    static Real table_bytes(const RadialSettings &settings);
+    /// Checks the settings in O(1), allocating nothing: r_c and σ positive and finite,
+    /// 1 <= n_max <= max_n_max, 0 <= l_max <= 30, table_bytes() <= max_table_bytes. Throws
+    /// InvalidArgument naming what is too large, the memory it would take and the limit.
+    static void check_settings(const RadialSettings &settings);
 
     const RadialSettings &settings() const { return settings_; }
     int n_max() const { return settings_.n_max; }

@@ -87,8 +87,15 @@ class SphericalExpansion {
 /// \f$ \hat x = p/|p| \f$ (a zero row stays zero with zero gradient).
 class PowerSpectrum {
   public:
-    /// Validates the options (throws InvalidArgument) and builds the tables. Allocates.
+    /// Validates the options (throws InvalidArgument, before anything is allocated or tabulated:
+    /// see RadialSpline::check_settings and max_features) and builds the tables. Allocates.
     explicit PowerSpectrum(const SoapOptions &options);
+
+    /// Largest number of features accepted: 2^24 (a 128 MiB descriptor row). The largest
+    /// settings in use (a few species, n_max <= 20, l_max <= 30) stay below 10^6; beyond this
+    /// every kernel and sparse-point matrix would be gigabytes per row, and the per-thread
+    /// buffers alone would not fit.
+    static constexpr Index max_features = Index{1} << 24;
 
     Index n_features() const;
     const SoapOptions &options() const { return expansion_.options(); }
@@ -96,30 +103,37 @@ class PowerSpectrum {
 
     /// Normalised descriptors of every atom: (n_atoms, n_features). `positions` (n_atoms, 3) Å,
     /// `cell` one lattice vector per row, `numbers` atomic numbers (n_atoms). Allocates the
-    /// result. `n_threads <= 0` uses OpenMP's default.
+    /// result. `n_threads` 0 uses OpenMP's default; negative or above max_threads() throws
+    /// InvalidArgument (see resolve_threads). `max_bytes` bounds the memory of the call (the
+    /// result, per-thread scratch and the neighbour list; 0: default_memory_budget(), half of the
+    /// physical memory): a larger request throws InvalidArgument before anything big is
+    /// allocated.
     ///
     /// Every entry point takes an optional `neighbors`: the full list of this structure for the
     /// SOAP cutoff, so that a caller that already has one (another term with that cutoff, the
     /// overlap check) does not build it again. Null builds the list here.
     RowMatrix compute(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
                       const std::vector<int> &numbers, int n_threads = 0,
-                      const NeighborList *neighbors = nullptr) const;
+                      const NeighborList *neighbors = nullptr, Index max_bytes = 0) const;
 
     /// Values plus sparse position gradients and strain gradients (see SoapGradients); memory
-    /// is linear in the number of pairs.
+    /// is linear in the number of pairs. `n_threads` and `max_bytes` as in compute (the budget
+    /// covers the gradients, checked once their number is known and before they are allocated).
     SoapGradients compute_gradients(const Eigen::Ref<const Positions> &positions,
                                     const Cell &cell, Pbc pbc, const std::vector<int> &numbers,
                                     int n_threads = 0,
-                                    const NeighborList *neighbors = nullptr) const;
+                                    const NeighborList *neighbors = nullptr,
+                                    Index max_bytes = 0) const;
 
     /// Given dE/dx (n_atoms, n_features) with respect to the normalised rows, writes
     /// dE/dr (n_atoms, 3) = sum_i dE/dx_i . dx_i/dr_j and dE/deps (3, 3) without storing any
     /// gradient (O(pairs n_max (l_max+1)^2) work). The result does not depend on the number of
-    /// threads (per-pair contributions are reduced serially in pair order).
+    /// threads (per-pair contributions are reduced serially in pair order). `n_threads` and
+    /// `max_bytes` as in compute.
     void backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell, Pbc pbc,
                        const std::vector<int> &numbers, const Eigen::Ref<const RowMatrix> &dE_dx,
                        Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0,
-                       const NeighborList *neighbors = nullptr) const;
+                       const NeighborList *neighbors = nullptr, Index max_bytes = 0) const;
 
   private:
     /// What every entry point needs first: species index per atom, the neighbour list (the
@@ -134,7 +148,7 @@ class PowerSpectrum {
     };
     Environments environments(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                               Pbc pbc, const std::vector<int> &numbers, int n_threads,
-                              const NeighborList *neighbors) const;
+                              const NeighborList *neighbors, Index max_bytes) const;
     std::vector<int> species_indices(const std::vector<int> &numbers) const;
 
     SphericalExpansion expansion_;
