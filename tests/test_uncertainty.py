@@ -1,4 +1,4 @@
-"""Calibration of predicted stds: the maximum-likelihood fit and the metrics."""
+"""Calibration of predicted stds: the maximum-likelihood fit, the metrics, GAP.calibrate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 from scipy.stats import norm
 from structures import strained_fcc_cells
 
+import gapx
+from gapx import serialization
+from gapx.evaluation import evaluate
 from gapx.uncertainty import (
     Calibration,
     apply,
@@ -179,6 +182,7 @@ def test_apply_rescales_every_std():
 def test_calibration_validates_and_serialises():
     calibration = Calibration(energy_scale=1.5, energy_floor=1e-4, forces_scale=0.7)
     assert Calibration.from_dict(calibration.to_dict()) == calibration
+    assert serialization.from_dict(calibration.to_dict(), "calibration") == calibration
     assert calibration.to_dict()["type"] == "scale_floor"
     with pytest.raises(ValueError, match="energy_scale must be finite and >= 0"):
         Calibration(energy_scale=-1.0)
@@ -190,6 +194,117 @@ def test_calibration_validates_and_serialises():
         Calibration(forces_scale=0.0)
     with pytest.raises(ValueError, match="unknown Calibration settings: \\['scale'\\]"):
         Calibration.from_dict({"type": "scale_floor", "scale": 2.0})
+
+
+@pytest.fixture(scope="module")
+def cu_model():
+    """A small TwoBody + SOAP model of EMT Cu, with held-out frames that it has not seen."""
+    rng = np.random.default_rng(7)
+    model = gapx.GAP(
+        [
+            gapx.TwoBody(cutoff=4.0, n_sparse=8),
+            gapx.SOAP(species=["Cu"], cutoff=4.0, n_max=3, l_max=2, n_sparse=20),
+        ],
+        verbose=False,
+    )
+    model.fit(strained_fcc_cells(rng, 6))
+    return model, strained_fcc_cells(rng, 10)
+
+
+def _raw_predictions(model, frames):
+    stored, model.calibration = model.calibration, None
+    try:
+        return [model.predict(atoms, std=True) for atoms in frames]
+    finally:
+        model.calibration = stored
+
+
+def test_gap_calibrate_stores_and_applies_the_scale(cu_model):
+    model, held_out = cu_model
+    model.calibration = None
+    raw = _raw_predictions(model, held_out)
+    report = model.calibrate(held_out)
+    calibration = model.calibration
+    assert isinstance(calibration, Calibration)
+    assert report["calibration"] == calibration.to_dict()
+    # The metrics before calibration are those of the raw predictions, recomputed here.
+    n_atoms = len(held_out[0])
+    z = np.array(
+        [
+            (p["energy"] - a.get_potential_energy()) / p["energy_std"]
+            for p, a in zip(raw, held_out, strict=True)
+        ]
+    )
+    assert report["before"]["energy"]["n"] == len(held_out)
+    assert report["before"]["energy"]["mean_z2"] == pytest.approx(np.mean(z**2), rel=1e-12)
+    assert report["before"]["energy"]["coverage_95"] == pytest.approx(
+        np.mean(np.abs(z) <= norm.ppf(0.975))
+    )
+    assert report["after"]["energy"]["mean_z2"] == pytest.approx(1.0, abs=EXACT)
+    assert abs(math.log(calibration.energy_scale)) > 0.05  # the raw stds were off
+    for before, atoms in zip(raw, held_out, strict=True):
+        after = model.predict(atoms, std=True)
+        a, b = calibration.energy_scale, calibration.energy_floor
+        assert after["energy_std"] == pytest.approx(
+            math.hypot(a * before["energy_std"], n_atoms * b), rel=1e-14
+        )
+        np.testing.assert_allclose(after["energies_std"], np.hypot(a * before["energies_std"], b))
+        np.testing.assert_array_equal(after["forces"], before["forces"])
+        assert after["energy"] == before["energy"]
+    # Evaluating on the calibration frames reproduces the calibrated metric.
+    result, _ = evaluate(model, held_out, progress=False)
+    assert result["uncertainty"]["energy"]["mean_z2"] == pytest.approx(1.0, abs=EXACT)
+    # Calibrating again fits the raw stds afresh: the same calibration, not a compounded one.
+    again = model.calibrate(held_out)
+    assert model.calibration == calibration
+    assert again["before"] == report["before"]
+
+
+def test_gap_calibrate_forces(cu_model):
+    model, held_out = cu_model
+    if "forces_std" not in model.predict(held_out[0], std=True):
+        pytest.skip("forces_std not available yet")
+    model.calibration = None
+    raw = _raw_predictions(model, held_out)
+    report = model.calibrate(held_out)
+    assert report["before"]["forces"]["n"] == 3 * sum(len(a) for a in held_out)
+    assert report["after"]["forces"]["mean_z2"] == pytest.approx(1.0, abs=EXACT)
+    a, b = model.calibration.forces_scale, model.calibration.forces_floor
+    assert (a, b) != (1.0, 0.0)
+    after = model.predict(held_out[0], std=True)
+    np.testing.assert_allclose(after["forces_std"], np.hypot(a * raw[0]["forces_std"], b))
+
+
+def test_calibration_survives_save_and_load(cu_model, tmp_path):
+    model, held_out = cu_model
+    model.calibrate(held_out)
+    model.save(tmp_path / "cal.gapx")
+    loaded = gapx.load(tmp_path / "cal.gapx")
+    assert loaded.calibration == model.calibration
+    a, b = model.predict(held_out[0], std=True), loaded.predict(held_out[0], std=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_failed_calibration_changes_nothing_and_refit_resets(cu_model):
+    model, held_out = cu_model
+    model.calibrate(held_out)
+    calibration = model.calibration
+    unlabelled = held_out[0].copy()
+    unlabelled.calc = None
+    with pytest.raises(ValueError, match="frame 1: no labels"):
+        model.calibrate([held_out[1], unlabelled])
+    assert model.calibration is calibration
+    with pytest.raises(ValueError, match="no frames"):
+        model.calibrate([])
+    assert model.calibration is calibration
+    refit = gapx.GAP(model.terms, verbose=False)
+    refit.fit(held_out[:3])
+    refit.calibrate(held_out[3:])
+    assert refit.calibration is not None
+    refit.fit(held_out[:4])
+    assert refit.calibration is None  # a refit changes the stds: the calibration is dropped
 
 
 class _ShiftedModel:
