@@ -12,6 +12,7 @@ from structures import strained_fcc_cells
 import gapx
 from gapx import serialization
 from gapx.evaluation import evaluate
+from gapx.plotting import calibration_plot
 from gapx.uncertainty import (
     Calibration,
     apply,
@@ -194,6 +195,16 @@ def test_calibration_validates_and_serialises():
         Calibration(forces_scale=0.0)
     with pytest.raises(ValueError, match="unknown Calibration settings: \\['scale'\\]"):
         Calibration.from_dict({"type": "scale_floor", "scale": 2.0})
+
+
+def test_calibration_plot_with_both_panels(tmp_path, rng):
+    e, s = _planted(rng, 2.0, 0.01, n=2000)
+    path = tmp_path / "calibration.png"
+    errors, stds = {"energy": e[:50], "forces": e}, {"energy": s[:50], "forces": s}
+    calibration_plot(errors, stds, fit_calibration(errors, stds), str(path))
+    assert path.read_bytes()[:8] == PNG
+    calibration_plot({"energy": e[:50]}, {"energy": s[:50]}, None, str(tmp_path / "e.png"))
+    assert (tmp_path / "e.png").read_bytes()[:8] == PNG
 
 
 @pytest.fixture(scope="module")
