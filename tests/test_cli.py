@@ -1,4 +1,5 @@
-"""The gapx command line end to end on tiny EMT data: fit, eval, md, info and their error paths."""
+"""The gapx command line end to end on tiny EMT data: fit, eval, calibrate, md, info and their
+error paths."""
 
 from __future__ import annotations
 
@@ -169,6 +170,68 @@ def test_eval_table_json_and_plot(workdir, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_calibrate_end_to_end(workdir, capsys):
+    out_model, plots, report = workdir / "cal.gapx", workdir / "cal_plots", workdir / "cal.json"
+    code, out, err = run_cli(
+        capsys, "calibrate", workdir / "m.gapx", workdir / "test.xyz", "-o", out_model,
+        "--plots", plots, "--json", report, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "data: 6 frames, 48 atoms" in out
+    for word in ("calibration: energy scale", "Spearman", "mean z²", "in 95%", "before", "after"):
+        assert word in out
+    assert (plots / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads(report.read_text())
+    calibrated, raw = gapx.load(str(out_model)), gapx.load(str(workdir / "m.gapx"))
+    assert raw.calibration is None
+    assert calibrated.calibration.to_dict() == result["calibration"]
+    assert result["before"]["energy"]["n"] == 6
+    assert result["after"]["energy"]["mean_z2"] == pytest.approx(1.0, abs=1e-9)
+    assert result["before"]["energy"]["mean_z2"] != pytest.approx(1.0, abs=0.05)
+    # The table shows the JSON's numbers.
+    assert f"{result['before']['energy']['mean_z2']:9.3f}" in out
+    # The calibrated file predicts the same means and the calibrated stds.
+    atoms = ase.io.read(workdir / "test.xyz", 0)
+    a, b = raw.predict(atoms.copy()), calibrated.predict(atoms.copy())
+    assert b["energy"] == a["energy"]
+    scale, floor = calibrated.calibration.energy_scale, calibrated.calibration.energy_floor
+    assert b["energy_std"] == pytest.approx(np.hypot(scale * a["energy_std"], 8 * floor))
+    # gapx info reports the calibration; gapx eval the calibrated metrics on the same frames.
+    code, out, err = run_cli(capsys, "info", out_model)
+    assert code == 0, err
+    assert f"calibration: energy scale {scale:.4g}" in out
+    code, out, err = run_cli(
+        capsys, "eval", out_model, workdir / "test.xyz", "--json", workdir / "cal_eval.json", "-q"
+    )
+    assert code == 0, err
+    assert "energy/atom    calibrated" in out
+    uncertainty = json.loads((workdir / "cal_eval.json").read_text())["uncertainty"]
+    assert uncertainty["energy"] == pytest.approx(result["after"]["energy"], abs=1e-12)
+
+
+def test_calibrate_error_paths(workdir, capsys, tmp_path):
+    frames = ase.io.read(workdir / "test.xyz", ":2")
+    for atoms in frames:
+        atoms.calc = None
+    ase.io.write(tmp_path / "unlabelled.xyz", frames, format="extxyz")
+    target = tmp_path / "out.gapx"
+    for argv, message in [
+        (["missing.gapx", workdir / "test.xyz"], "model file not found: missing.gapx"),
+        ([workdir / "m.gapx", "missing.xyz"], "file not found: missing.xyz"),
+        ([workdir / "m.gapx", tmp_path / "unlabelled.xyz"], "frame 0: no labels"),
+        ([workdir / "fit.toml", workdir / "test.xyz"], "cannot load model"),
+    ]:
+        code, out, err = run_cli(capsys, "calibrate", *argv, "-o", target)
+        assert code == 1
+        assert err.startswith("gapx calibrate: error: ")
+        assert message in err
+        assert err.count("\n") == 1
+        assert not target.exists()
+    code, _, err = run_cli(capsys, "calibrate", workdir / "m.gapx", workdir / "test.xyz")
+    assert code == 2
+    assert "-o/--output" in err
+
+
 def test_info_describes_the_model(workdir, capsys):
     code, out, err = run_cli(capsys, "info", workdir / "m.gapx")
     assert code == 0, err
@@ -326,7 +389,7 @@ def test_usage_errors_and_help(capsys):
     assert "required" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
     assert main([]) == 2
-    for command in ("fit", "eval", "md", "info"):
+    for command in ("fit", "eval", "calibrate", "md", "info"):
         assert main([command, "--help"]) == 0
         assert f"usage: gapx {command}" in capsys.readouterr().out
     assert main(["--version"]) == 0

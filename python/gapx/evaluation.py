@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from .dataset import config_type, label_keywords
 from .labels import DEFAULT_KEYS, extract_labels
+from .uncertainty import calibration_metrics, concatenate, frame_residuals
 
 #: Units of the error metrics :func:`evaluate` reports, per quantity.
 UNITS = {"energy": "eV/atom", "energy_total": "eV", "forces": "eV/Angstrom", "virial": "eV/atom"}
@@ -31,18 +32,23 @@ def evaluate(model, frames, keys: dict | None = None, progress: bool = True):
     ``errors`` has ``overall`` and ``config_types`` (one row per config type), each with the
     number of ``frames`` and :func:`error_metrics` of energies per atom (eV/atom), total energies
     (eV), force components (eV/Å) and virials per atom (eV/atom, as gap_fit's sigma_virial), plus
-    ``units``. ``parity`` holds (reference, predicted) pairs for :func:`gapx.plotting.parity_plot`.
-    ``keys`` name the labels as in :func:`gapx.dataset.data_summary`.
+    ``units``. When the predictions have stds, ``errors`` also has ``uncertainty``: the
+    :func:`gapx.uncertainty.calibration_metrics` of energies per atom and force components over
+    all frames (with the stds the model reports: calibrated if the model is). ``parity`` holds
+    (reference, predicted) pairs for :func:`gapx.plotting.parity_plot`. ``keys`` name the labels
+    as in :func:`gapx.dataset.data_summary`.
     """
     keys = {**DEFAULT_KEYS, **(keys or {})}
     groups: dict[str, dict[str, list]] = {}
     parity = {"energy": [], "forces": [], "config_type": [], "force_config_type": []}
+    residuals = []  # (errors, stds) of every frame, for the uncertainty metrics
     bar = tqdm(frames, desc="eval", unit="frame", disable=not progress, leave=False)
     for index, atoms in enumerate(bar):
         labels = extract_labels(atoms, index, **label_keywords(keys))
         structure = atoms.copy()
         structure.calc = None
         out = model.predict(structure)
+        residuals.append(frame_residuals(out, labels))
         ctype = config_type(atoms, keys)
         group = groups.setdefault(
             ctype, {"energy": [], "energy_total": [], "forces": [], "virial": [], "frames": 0}
@@ -76,6 +82,9 @@ def evaluate(model, frames, keys: dict | None = None, progress: bool = True):
         "config_types": {name: table([group]) for name, group in groups.items()},
         "units": dict(UNITS),
     }
+    errors, stds = concatenate(residuals)
+    if any(s.size for s in stds.values()):
+        result["uncertainty"] = calibration_metrics(errors, stds)
     return result, parity
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 FORMAT_NAME = "gapx-model"
 # 2: terms and baselines are flat ``{"type": ..., **settings}`` dicts (1 nested them in "params").
-FORMAT_VERSION = 2
+# 3: the header holds the ``calibration`` of the model's stds (null when uncalibrated).
+FORMAT_VERSION = 3
 HEADER = "__header__"
 _ALLOWED_KINDS = "biuf"
 

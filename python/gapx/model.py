@@ -10,7 +10,7 @@ import scipy.sparse
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from . import fitting, serialization
+from . import fitting, serialization, uncertainty
 from .fitting import E0_METHODS, FittedState
 from .gp.predictive import predictive_variances
 from .io import read_model_file, write_model_file
@@ -124,6 +124,8 @@ class GAP:
         self.alpha: np.ndarray | None = None
         self.R: np.ndarray | None = None
         self.summary: dict = {}
+        #: :class:`gapx.uncertainty.Calibration` of every reported std, or None (see calibrate).
+        self.calibration: uncertainty.Calibration | None = None
 
     def fit(self, frames, client=None) -> dict:
         """Fit the model to labelled frames; returns (and stores in ``.summary``) a summary.
@@ -138,7 +140,8 @@ class GAP:
         data set and block size, whatever the cluster).
 
         The fit is transactional: the model's fitted state changes only when the fit completes;
-        a fit that raises leaves the model exactly as it was.
+        a fit that raises leaves the model exactly as it was. A completed fit resets
+        ``calibration`` to None: the calibration was of the previous fit's stds.
         """
         self._adopt(fitting.fit(self, frames, client=client))
         return self.summary
@@ -149,6 +152,7 @@ class GAP:
         self.alpha = state.alpha
         self.R = state.R
         self.summary = state.summary
+        self.calibration = None  # new fitted state, new stds: an old calibration does not hold
 
     @property
     def species(self) -> list[str]:
@@ -236,6 +240,7 @@ class GAP:
                 out["stress"] = out["stress"] + np.asarray(base["stress"]).reshape(-1)[:6]
             if "charges" in base:
                 out["charges"] = np.asarray(base["charges"])
+        out = uncertainty.apply(self.calibration, out)  # calibrated stds, see calibrate()
         return out
 
     def _stds(self, atoms, context, periodic: bool) -> dict:
@@ -250,6 +255,29 @@ class GAP:
         if periodic:
             out["stress_std"] = np.sqrt(var["virial"]) / atoms.get_volume()
         return out
+
+    def calibrate(self, frames) -> dict:
+        """Calibrate the predicted stds on held-out labelled frames; returns the metrics.
+
+        Predicts ``frames`` (labels found with the model's label keys, as in :meth:`fit`) with
+        the model's own stds, fits a :class:`gapx.uncertainty.Calibration` by maximum likelihood
+        (a scale and a noise floor, for energies per atom and force components separately) and
+        stores it as ``calibration``. From then on every std :meth:`predict` reports (and so
+        ``GAPCalculator``) is calibrated, and :meth:`save` keeps the calibration in the file.
+        Calibrating again fits the model's own stds afresh (calibrations never compound); a
+        refit resets ``calibration`` to None. Use frames the model was not trained on. If this
+        raises, ``calibration`` is unchanged.
+
+        Returns
+        -------
+        dict
+            ``calibration`` (its ``to_dict()``), ``before`` and ``after``: the
+            :func:`gapx.uncertainty.calibration_metrics` of the model's own and of the
+            calibrated stds on ``frames``.
+        """
+        self._check_fitted()
+        self.calibration, report, _ = uncertainty.calibrate(self, frames, progress=self.verbose)
+        return report
 
     def save(self, path) -> None:
         """Write the fitted model to one versioned file (see :mod:`gapx.serialization`)."""
@@ -269,4 +297,5 @@ def load(path) -> GAP:
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
     model._adopt(state)
+    model.calibration = serialization.decode_calibration(header, where)
     return model

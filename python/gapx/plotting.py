@@ -51,3 +51,75 @@ def parity_plot(parity: dict, path: str) -> None:
             ax.legend(markerscale=3, fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
+    """Write a PNG judging predicted stds against observed errors, before and after calibration.
+
+    Left: observed vs expected coverage of central Gaussian intervals (the diagonal is perfect
+    calibration) for energies per atom and force components; middle and right: |error| against
+    predicted std (log-log, with the line |error| = std), predicted and calibrated. ``errors``
+    and ``stds`` are as for :func:`gapx.uncertainty.fit_calibration` (the model's own stds),
+    ``calibration`` a :class:`gapx.uncertainty.Calibration` (or None: only the predicted stds).
+    """
+    from .uncertainty import QUANTITIES, coverage_curve
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6), constrained_layout=True)
+    levels = np.linspace(0.0, 1.0, 201)
+    coverage = axes[0]
+    coverage.plot([0, 1], [0, 1], "k:", lw=0.8, label="ideal")
+    names = {"energy": ("energy", "meV/atom"), "forces": ("force component", "meV/Å")}
+    colours = {"energy": "C0", "forces": "C3"}
+    for quantity, ax in zip(QUANTITIES, axes[1:], strict=True):
+        e = np.abs(np.asarray(errors.get(quantity, ()), dtype=float).ravel())
+        s = np.asarray(stds.get(quantity, ()), dtype=float).ravel()
+        name, unit = names[quantity]
+        if e.size == 0:
+            ax.text(0.5, 0.5, f"no {name} errors with stds", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        versions = [("predicted", s, "0.6", "--")]
+        if calibration is not None:
+            versions.append(("calibrated", calibration.calibrated(quantity, s), None, "-"))
+        shown = e > 0
+        for label, std, colour, style in versions:
+            coverage.plot(
+                levels,
+                coverage_curve(e, std, levels),
+                style,
+                color=colours[quantity],
+                alpha=0.5 if colour else 1.0,
+                label=f"{name}, {label}",
+            )
+            keep = shown & (std > 0)
+            ax.scatter(
+                1000 * std[keep],
+                1000 * e[keep],
+                s=4,
+                alpha=0.5,
+                color=colours[quantity] if colour is None else colour,
+                label=label,
+                rasterized=True,
+            )
+        values = 1000 * np.concatenate([e[shown], *[v[1][v[1] > 0] for v in versions]])
+        if values.size:
+            lo, hi = float(values.min()) / 1.5, float(values.max()) * 1.5
+            ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="|error| = std")
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{name} std ({unit})")
+        ax.set_ylabel(f"|{name} error| ({unit})")
+        ax.set_title(f"{name}: {e.size} errors")
+        ax.legend(markerscale=3, fontsize=8)
+    coverage.set_xlim(0, 1)
+    coverage.set_ylim(0, 1)
+    coverage.set_aspect("equal")
+    coverage.set_xlabel("expected coverage (confidence level)")
+    coverage.set_ylabel("observed coverage")
+    coverage.set_title("central-interval coverage")
+    coverage.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

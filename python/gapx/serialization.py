@@ -9,8 +9,10 @@ can never name code to run) and rebuilds nested descriptions first. Model files 
 The header of a model file (see :mod:`gapx.io` for the container) holds the model's settings
 (``hyperparameters``, ``terms``, ``baseline``), what the fit determined (``e0``, ``sparse_sets``
 with the arrays ``alpha``, ``R``, ``sparse_<n>_points`` and ``sparse_<n>_factor``) and a
-``training`` summary. Format 1 files (terms and baselines nested their settings in ``params``)
-are upgraded on read.
+``training`` summary, and the ``calibration`` of its stds (None, or a
+:class:`gapx.uncertainty.Calibration` ``to_dict()``; format 3). Format 1 files (terms and
+baselines nested their settings in ``params``) are upgraded on read; files before format 3 are
+uncalibrated.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from .ewald import Ewald
 from .fitting import FittedState
 from .gp.sparse_set import SparseSet
 from .kernels import CutoffWeighted, DotProduct, SquaredExponential
+from .uncertainty import Calibration
 
 REGISTRY: dict[str, dict[str, type]] = {
     "term": {cls.type_name: cls for cls in (SOAP, TwoBody)},
     "kernel": {cls.type_name: cls for cls in (DotProduct, SquaredExponential, CutoffWeighted)},
     "baseline": {cls.type_name: cls for cls in (Ewald,)},
+    "calibration": {cls.type_name: cls for cls in (Calibration,)},
 }
 
 #: Other spellings of a type accepted in fit configs.
@@ -101,6 +105,7 @@ def model_header(model) -> dict:
             for s in model.sparse_sets
         ],
         "training": _jsonable(model.summary),
+        "calibration": None if model.calibration is None else model.calibration.to_dict(),
     }
 
 
@@ -163,6 +168,18 @@ def decode_model(header: dict, arrays: dict, where: str) -> tuple[dict, FittedSt
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
     return settings, state
+
+
+def decode_calibration(header: dict, where: str):
+    """The model file's :class:`gapx.uncertainty.Calibration`, or None (uncalibrated, and every
+    file before format 3). Raises ValueError naming ``where``."""
+    data = header.get("calibration")
+    if data is None:
+        return None
+    try:
+        return from_dict(data, "calibration")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: bad calibration ({error})") from None
 
 
 def _jsonable(value):

@@ -9,6 +9,7 @@ from ..dataset import data_summary, format_summary, read_frames
 from ..evaluation import evaluate, format_error_table
 from ..labels import DEFAULT_KEYS
 from ..plotting import parity_plot
+from ..uncertainty import format_metrics_table
 from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
 
 
@@ -16,7 +17,10 @@ def add_parser(sub) -> None:
     ev = sub.add_parser(
         "eval",
         help="errors of a model on labelled data",
-        description="Energy (per atom), force and virial RMSE/MAE, overall and per config_type.",
+        description=(
+            "Energy (per atom), force and virial RMSE/MAE, overall and per config_type; when "
+            "the model predicts stds, also how well they match the errors (as gapx calibrate)."
+        ),
     )
     ev.add_argument("model", help="model file (.gapx)")
     ev.add_argument("data", help="labelled frames, extended XYZ")
@@ -57,6 +61,9 @@ def run(args) -> int:
     with thread_limit(args.threads, largest, single_blas=True):
         result, parity = evaluate(model, frames, keys, progress=not args.quiet)
     print(format_error_table(result))
+    if "uncertainty" in result:
+        stds = "calibrated" if model.calibration is not None else "predicted"
+        print(format_metrics_table({stds: result["uncertainty"]}))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)

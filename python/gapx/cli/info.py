@@ -6,6 +6,7 @@ import os
 
 from ..fitting import format_bytes
 from ..io import read_model_file
+from ..uncertainty import format_calibration
 from .common import EXIT_OK, load_model
 
 
@@ -57,6 +58,8 @@ def model_info(path: str) -> str:
     if model.baseline is not None:
         settings = model.baseline.to_dict()
         _settings(lines, f"baseline: {settings.pop('type')}", settings)
+    if model.calibration is not None:
+        lines.append(format_calibration(model.calibration))
     if model.summary:
         _settings(lines, "training:", model.summary)
     return "\n".join(lines)
