@@ -152,3 +152,7 @@ def test_batched_values_and_mixed_derivative_against_finite_differences(kernel, 
                 numeric[b, p, q] = (k(h, h) - k(h, -h) - k(-h, h) + k(-h, -h)) / (4 * h * h)
     assert np.max(np.abs(mixed)) > 1e-2  # not trivially zero
     np.testing.assert_allclose(mixed, numeric, rtol=1e-5, atol=1e-7)
+    # Two-dimensional arguments are one block; mixed_diag is the diagonal of the same form.
+    np.testing.assert_allclose(kernel.mixed_batched(Xa[0], Xb[0], U[0], V[0]), mixed[0])
+    square = kernel.mixed_batched(Xa[0], Xa[0], U[0], U[0])
+    np.testing.assert_allclose(kernel.mixed_diag(Xa[0], U[0]), np.diag(square), rtol=1e-12)

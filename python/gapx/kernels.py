@@ -171,6 +171,17 @@ class DotProduct:
         xv = np.matmul(Xa, np.swapaxes(V, -1, -2))
         return self.zeta * self._power(c, self.zeta - 1.0) * xv
 
+    def mixed_diag(self, X, U) -> np.ndarray:
+        """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``."""
+        self._unnormalised_only("mixed_diag")
+        c = np.einsum("if,if->i", X, X)
+        uu = np.einsum("if,if->i", U, U)
+        ux = np.einsum("if,if->i", U, X)
+        if self.zeta == 1.0:
+            return uu
+        lower = self._power(c, self.zeta - 2.0)
+        return self.zeta * (lower * c * uu + (self.zeta - 1.0) * lower * ux * ux)
+
     def to_dict(self) -> dict:
         return {"type": self.type_name, "zeta": self.zeta, "normalise": self.normalise}
 
@@ -243,6 +254,10 @@ class SquaredExponential:
         d_v = np.matmul(Xa, np.swapaxes(V, -1, -2)) - np.sum(V * Xb, axis=-1)[..., None, :]
         t2 = self.theta**2
         return k * (uv / t2 - u_d * d_v / t2**2)
+
+    def mixed_diag(self, X, U) -> np.ndarray:
+        """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``: ``|u|^2 / theta^2``."""
+        return np.einsum("if,if->i", U, U) / self.theta**2
 
     def gradient_batched(self, Xa, Xb, V) -> np.ndarray:
         """(B, n, n'): ``[dk(xa_p, xb_q) / dy] . v_q`` (derivative in the second argument)."""
@@ -327,6 +342,12 @@ class CutoffWeighted:
             + uw[..., :, None] * wb[..., None, :] * dy_v
             + uw[..., :, None] * vw[..., None, :] * inner.batched(xa, xb)
         )
+
+    def mixed_diag(self, X, U) -> np.ndarray:
+        """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``; the inner kernel's first
+        derivatives vanish there (it is symmetric and smooth), which leaves two parts."""
+        x, w, u, uw = X[:, :-1], X[:, -1], U[:, :-1], U[:, -1]
+        return w * w * self.inner.mixed_diag(x, u) + uw * uw * self.inner.diag(x)
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "inner": self.inner.to_dict()}

@@ -36,24 +36,23 @@ def predictive_variances(
     rows,
     n_atoms: int,
     periodic: bool,
+    forces: bool = True,
     max_rank: int = MAX_RANK,
     weights_only: bool = False,
 ) -> dict:
     """Posterior variances of a structure's predictions.
 
-    ``rows[t]`` are term t's rows of the structure, with gradients. Returns ``energies``
-    (n_atoms,) eV², ``energy`` eV², ``forces`` (n_atoms, 3) (eV/Å)² and, when ``periodic``,
-    ``virial`` (6,) eV² (Voigt order; the stress variance is this over volume²).
-    ``weights_only`` returns only the part ``k Sigma k^T`` due to the weights' uncertainty (what
-    sampling the weights from their posterior shows).
+    ``rows[t]`` are term t's rows of the structure (with gradients unless ``forces`` is False).
+    Returns ``energies`` (n_atoms,) eV² and ``energy`` eV², and with ``forces`` also ``forces``
+    (n_atoms, 3) (eV/Å)² and, when ``periodic``, ``virial`` (6,) eV² (Voigt order; the stress
+    variance is this over volume²). ``weights_only`` returns only the part ``k Sigma k^T`` due
+    to the weights' uncertainty (what sampling the weights from their posterior shows).
     """
     n_columns = R.shape[0]
-    layout = design.block_layout([n_atoms], [True], [True], [periodic])
-    frames = [np.zeros(r.n_rows, dtype=np.int64) for r in rows]
-    K = design.assemble_block(
-        rows, frames, [t.kernel for t in terms], sparse_sets, layout, n_columns
-    )
+    periodic = periodic and forces
     k_atoms = np.zeros((n_atoms, n_columns))
+    k_energy = np.zeros(n_columns)
+    k_virial = np.zeros((6, n_columns))
     prior_atoms = np.zeros(n_atoms)
     prior_energy = 0.0
     prior_forces = np.zeros((n_atoms, 3))
@@ -74,10 +73,14 @@ def predictive_variances(
             (o_weights, (o_atoms, o_rows)), shape=(n_atoms, selected.size)
         )
         k_atoms[:, s.columns] = owners @ k
+        k_energy[s.columns] = k.sum(axis=0)
         prior_atoms += local_energy_prior(kernel, X, o_rows, o_atoms, o_weights, n_atoms, d2)
-        # Total energy: exact Nyström part plus the (estimated) residual double sum.
-        nystrom = np.sum(scipy.linalg.solve_triangular(s.factor, k.sum(axis=0), lower=True) ** 2)
-        prior_energy += nystrom + summed_residual(kernel, X, k, s.factor, d2, None, max_rank)
+        # Total energy: exact Nyström part plus the residual double sum.
+        prior_energy += _nystrom(s, k_energy) + summed_residual(
+            kernel, X, k, s.factor, d2, None, max_rank
+        )
+        if not forces:
+            continue
         grads = term_rows.gradients
         entry = np.nonzero(local[grads.pairs[:, 0]] >= 0)[0]
         pairs = np.stack([local[grads.pairs[entry, 0]], grads.pairs[entry, 1]], axis=1)
@@ -86,28 +89,38 @@ def predictive_variances(
             strain = grads.strain[selected]
             for c, (a, b) in enumerate(design.VOIGT):
                 U = 0.5 * (strain[:, a, b] + strain[:, b, a])
+                # Each row's contribution to dE/deps_c; the virial is minus their sum.
                 Phi = d2 * kernel.directional(X, s.points, U, np.arange(selected.size))
-                nystrom = np.sum(
-                    scipy.linalg.solve_triangular(s.factor, Phi.sum(axis=0), lower=True) ** 2
-                )
-                prior_virial[c] += nystrom + summed_residual(
+                k_virial[c, s.columns] = -Phi.sum(axis=0)
+                prior_virial[c] += _nystrom(s, k_virial[c]) + summed_residual(
                     kernel, X, Phi, s.factor, d2, U, max_rank
                 )
-    force_rows = slice(layout.force_row[0], layout.force_row[0] + 3 * n_atoms)
-    functionals = [k_atoms, K[layout.energy_row[:1]], K[force_rows]]
-    priors = [prior_atoms, [prior_energy], prior_forces.reshape(-1)]
+    functionals = [k_atoms, k_energy[None, :]]
+    priors = [prior_atoms, [prior_energy]]
+    if forces:
+        layout = design.block_layout([n_atoms], [False], [True], [False])
+        frames = [np.zeros(r.n_rows, dtype=np.int64) for r in rows]
+        kernels = [t.kernel for t in terms]
+        functionals.append(
+            design.assemble_block(rows, frames, kernels, sparse_sets, layout, n_columns)
+        )
+        priors.append(prior_forces.reshape(-1))
     if periodic:
-        functionals.append(K[layout.virial_row[0] : layout.virial_row[0] + 6])
+        functionals.append(k_virial)
         priors.append(prior_virial)
     residual, weights = functional_variance_parts(
         np.concatenate(priors), np.vstack(functionals), sparse_sets, R
     )
     var = weights if weights_only else np.maximum(residual + weights, 0.0)
-    out = {
-        "energies": var[:n_atoms],
-        "energy": float(var[n_atoms]),
-        "forces": var[n_atoms + 1 : n_atoms + 1 + 3 * n_atoms].reshape(n_atoms, 3),
-    }
+    out = {"energies": var[:n_atoms], "energy": float(var[n_atoms])}
+    if forces:
+        out["forces"] = var[n_atoms + 1 : n_atoms + 1 + 3 * n_atoms].reshape(n_atoms, 3)
     if periodic:
         out["virial"] = var[n_atoms + 1 + 3 * n_atoms :]
     return out
+
+
+def _nystrom(s, k: np.ndarray) -> float:
+    """``k_s K_MM^-1 k_s^T`` of a functional's columns of sparse set ``s``."""
+    v = scipy.linalg.solve_triangular(s.factor, k[s.columns], lower=True, check_finite=False)
+    return float(v @ v)

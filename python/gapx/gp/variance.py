@@ -52,6 +52,8 @@ def functional_variance(prior, k, sparse_sets, R) -> np.ndarray:
 
 #: Rank of the residual factorisation per kind for total energies and virials.
 MAX_RANK = 64
+# Pivots whose residual covariance columns are computed together.
+PIVOT_BLOCK = 16
 # Elements per temporary array of the batched prior computations (bounds their memory).
 CHUNK_ELEMENTS = 1 << 22
 
@@ -146,29 +148,36 @@ def summed_residual(kernel, X, Phi, factor, d2, U=None, max_rank: int = MAX_RANK
         return 0.0
     V = scipy.linalg.solve_triangular(factor, Phi.T, lower=True, check_finite=False)
 
-    def column(p: int) -> np.ndarray:
+    def columns(chosen: np.ndarray) -> np.ndarray:
+        """(n, b) residual covariances of every row with the rows ``chosen``."""
         if U is None:
-            prior = kernel(X, X[p : p + 1])[:, 0]
+            prior = kernel(X, X[chosen])
         else:
-            prior = kernel.mixed_batched(X[None], X[None, p : p + 1], U[None], U[None, p : p + 1])
-            prior = prior[0, :, 0]
-        return d2 * prior - V.T @ V[:, p]
+            prior = kernel.mixed_batched(X, X[chosen], U, U[chosen])
+        return d2 * prior - V.T @ V[:, chosen]
 
-    if U is None:
-        remaining = d2 * kernel.diag(X)
-    else:
-        remaining = d2 * kernel.mixed_batched(X[:, None], X[:, None], U[:, None], U[:, None])
-        remaining = remaining[:, 0, 0]
+    remaining = d2 * (kernel.diag(X) if U is None else kernel.mixed_diag(X, U))
     remaining = remaining - np.sum(V * V, axis=0)
-    scale = float(np.max(np.abs(remaining)))
-    G = np.zeros((n, min(n, max_rank)))
-    for k in range(G.shape[1]):
-        p = int(np.argmax(remaining))
-        pivot = remaining[p]
-        if not pivot > 1e-12 * scale:
-            G = G[:, :k]
+    tolerance = 1e-12 * float(np.max(np.abs(remaining)))
+    rank = min(n, max_rank)
+    G = np.zeros((n, rank))
+    k = 0
+    while k < rank:
+        # Pivots in blocks: the block's columns come from one batched kernel call, then each
+        # pivot is eliminated in turn.
+        block = np.argsort(-remaining, kind="stable")[: min(PIVOT_BLOCK, rank - k)]
+        if not remaining[block[0]] > tolerance:
             break
-        G[:, k] = (column(p) - G[:, :k] @ G[p, :k]) / np.sqrt(pivot)
-        remaining = remaining - G[:, k] ** 2
-        remaining[p] = 0.0  # exactly represented now (round-off would leave a tiny rest)
+        raw = columns(block)
+        # A pivot an earlier one of its block nearly explained waits for a later block.
+        floor = max(tolerance, 1e-3 * remaining[block[0]])
+        for b, p in enumerate(block):
+            pivot = remaining[p]
+            if k == rank or not pivot > floor:
+                continue
+            G[:, k] = (raw[:, b] - G[:, :k] @ G[p, :k]) / np.sqrt(pivot)
+            remaining = remaining - G[:, k] ** 2
+            remaining[p] = 0.0  # exactly represented now (round-off would leave a tiny rest)
+            k += 1
+    G = G[:, :k]
     return float(np.sum(G.sum(axis=0) ** 2) + np.sum(np.maximum(remaining, 0.0)))
