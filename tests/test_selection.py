@@ -1,7 +1,11 @@
-"""Pool-based selection (gapx.select)."""
+"""Pool-based selection (gapx.select) and its command line (gapx select)."""
 
 from __future__ import annotations
 
+import json
+import os
+
+import ase.io
 import numpy as np
 import pytest
 import scipy.linalg
@@ -9,6 +13,7 @@ from ase.build import bulk
 from structures import emt_labelled, strained_fcc_cells
 
 import gapx
+from gapx.cli import main
 from gapx.learning import select_frames
 from gapx.learning.selection import _candidates, _frame_energies, _Groups
 
@@ -190,3 +195,113 @@ def test_bad_pools_and_settings(model):
     squeezed.positions[1] = squeezed.positions[0] + 0.05
     with pytest.raises(ValueError, match="overlap"):
         gapx.select(model, [squeezed], 1)
+
+
+@pytest.fixture(scope="module")
+def workdir(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("select")
+    model.save(path / "m.gapx")
+    ase.io.write(path / "pool.xyz", near_duplicates_and_novel(), format="extxyz")
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    ase.io.write(path / "nacl.xyz", nacl, format="extxyz")
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_writes_chosen_frames_and_report(workdir, model, capsys):
+    out_path, report_path = workdir / "chosen.xyz", workdir / "report.json"
+    code, out, err = run_cli(
+        capsys, "select", workdir / "m.gapx", workdir / "pool.xyz", "-n", 3,
+        "-o", out_path, "--report", report_path, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"3 of 9 frames written to {out_path}" in out
+    pool = ase.io.read(workdir / "pool.xyz", ":")
+    selection = select_frames(gapx.load(workdir / "m.gapx"), pool, 3)
+    chosen = ase.io.read(out_path, ":")
+    assert [a.info["pool_index"] for a in chosen] == sorted(selection.indices.tolist())
+    for atoms in chosen:
+        index = atoms.info["pool_index"]
+        np.testing.assert_allclose(atoms.positions, pool[index].positions, atol=1e-6)
+        rank = atoms.info["select_rank"]
+        assert selection.indices[rank] == index
+        assert np.isclose(atoms.info["select_score"], selection.scores[rank])
+        assert np.isclose(atoms.info["energy_std"], model.predict(pool[index])["energy_std"])
+    report = json.loads(report_path.read_text())
+    assert report["indices"] == selection.indices.tolist()
+    assert report["indices"][0] == 5
+    np.testing.assert_allclose(report["scores"], selection.scores)
+    assert len(report["pool_gain"]) == len(report["pool_max_local_std"]) == 9
+    assert report["chosen"][0]["energy_std"] > report["chosen"][1]["energy_std"]
+    assert not [p for p in os.listdir(workdir) if p.startswith(".gapx-select-")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-n", "0"], "-n must be between 1 and the pool size 9, got 0"),
+        (["-n", "10"], "-n must be between 1 and the pool size 9, got 10"),
+        (["-n", "2", "--environments", "0"], "--environments must be at least 1"),
+        (["-n", "2", "--noise", "-0.1"], "--noise must be a positive energy"),
+        (["-n", "1", "--pool", "{w}/nacl.xyz"], "are not in the model"),
+        (["-n", "1", "--pool", "{w}/missing.xyz"], "file not found"),
+        (["-n", "1", "--model", "{w}/missing.gapx"], "model file not found"),
+        (["-n", "1", "-o", "{w}/no/such/dir/out.xyz"], "output folder does not exist"),
+    ],
+)
+def test_cli_errors_leave_no_file(workdir, capsys, argv, message):
+    argv = [a.format(w=workdir) for a in argv]
+    model_path, pool_path = workdir / "m.gapx", workdir / "pool.xyz"
+    if "--pool" in argv:
+        pool_path = argv.pop(argv.index("--pool") + 1)
+        argv.remove("--pool")
+    if "--model" in argv:
+        model_path = argv.pop(argv.index("--model") + 1)
+        argv.remove("--model")
+    output = workdir / "kept.xyz"
+    output.write_text("an earlier result\n")
+    if "-o" not in argv:
+        argv += ["-o", str(output)]
+    report = workdir / "error_report.json"
+    code, out, err = run_cli(
+        capsys, "select", model_path, pool_path, *argv, "--report", report, "-q"
+    )
+    assert code == 1
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert output.read_text() == "an earlier result\n"
+    assert not report.exists()
+    assert not [p for p in os.listdir(workdir) if p.startswith(".gapx-select-")]
+
+
+def test_cli_failed_write_keeps_the_old_output(workdir, capsys, monkeypatch):
+    """A write that fails half-way (here: the report) replaces neither file."""
+    output = workdir / "kept2.xyz"
+    output.write_text("an earlier result\n")
+
+    def failing_dump(*args, **kwargs):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(json, "dump", failing_dump)
+    code, _, err = run_cli(
+        capsys, "select", workdir / "m.gapx", workdir / "pool.xyz", "-n", 2, "-o", output,
+        "--report", workdir / "r2.json", "-q",
+    )  # fmt: skip
+    assert code == 1
+    assert "disk full" in err
+    assert output.read_text() == "an earlier result\n"
+    assert not (workdir / "r2.json").exists()
+    assert not [p for p in os.listdir(workdir) if p.startswith(".gapx-select-")]
+
+
+def test_cli_help_and_usage(capsys):
+    assert main(["select", "--help"]) == 0
+    assert "usage: gapx select" in capsys.readouterr().out
+    assert main(["select", "m.gapx", "pool.xyz", "-o", "x.xyz"]) == 2  # -n is required
+    assert "-n" in capsys.readouterr().err
