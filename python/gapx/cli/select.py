@@ -77,7 +77,7 @@ def run(args) -> int:
     if args.noise is not None and not args.noise > 0:
         raise CLIError(f"--noise must be a positive energy in eV, got {args.noise}")
     largest = max(len(a) for a in pool)
-    with thread_limit(args.threads, largest, single_blas=False):
+    with thread_limit(args.threads, largest, single_blas=True):
         selection = select_frames(
             model,
             pool,

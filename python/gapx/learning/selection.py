@@ -52,7 +52,7 @@ never a matrix over all pool atoms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -100,9 +100,6 @@ class _Groups:
         self.keys: dict[tuple[int, int], int] = {}
         self.kernels = []
         self.d2 = []
-        self.n_features = []
-        #: Rows of every term are stored zero-padded to the widest term's feature count.
-        self.width = max(term.n_features for term in model.terms)
 
     def index(self, term: int, kind: int) -> int:
         key = (term, int(kind))
@@ -112,76 +109,73 @@ class _Groups:
             self.keys[key] = len(self.kernels)
             self.kernels.append(self.model.terms[term].kernel)
             self.d2.append(float(delta) ** 2)
-            self.n_features.append(self.model.terms[term].n_features)
         return self.keys[key]
 
     def prior(self, group: int, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """delta^2 k between padded rows ``X`` (n, width) and ``Y`` (m, width) of ``group``."""
-        width = self.n_features[group]
-        return self.d2[group] * self.kernels[group](X[:, :width], Y[:, :width])
+        """delta^2 k between rows ``X`` (n, F) and ``Y`` (m, F) of ``group``."""
+        return self.d2[group] * self.kernels[group](X, Y)
 
 
 @dataclass
 class _Energies:
     """Local energies of atoms as linear functionals of their rows' local energies.
 
-    ``W`` (n, n_rows) sparse: energy ``i`` is ``sum_r W[i, r] f(x_r)`` (the terms' owner
-    weights, every term of an atom in one functional); ``X`` (n_rows, width) zero-padded rows;
-    ``group`` (n_rows,); ``A`` (n, M) = W k_XM L^-T in each set's columns and ``B`` (n, M) =
-    W k_XM R^-1, so that ``c0(i, j) = prior(i, j) - A_i . A_j + B_i . B_j``.
+    ``rows[g] = (W, X)`` per group: ``W`` (n, n_rows_g) sparse weights and ``X`` (n_rows_g, F_g)
+    the group's rows, so energy ``i`` is ``sum_g sum_r W[i, r] f(X[r])`` (the terms' owner
+    weights; every term of an atom in one energy). ``A`` (n, M) = W k_XM L^-T in each set's
+    columns and ``B`` (n, M) = W k_XM R^-1, so ``c0(i, j) = prior(i, j) - A_i.A_j + B_i.B_j``.
     """
 
-    W: scipy.sparse.csr_matrix
-    X: np.ndarray
-    group: np.ndarray
+    rows: dict
     A: np.ndarray
     B: np.ndarray
-    _groups: dict | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
         return self.A.shape[0]
 
     @classmethod
-    def empty(cls, width: int, n_columns: int) -> _Energies:
-        none = np.zeros((0, n_columns))
-        W = scipy.sparse.csr_matrix((0, 0))
-        return cls(W, np.zeros((0, width)), np.zeros(0, dtype=np.int64), none, none)
-
-    @classmethod
-    def concatenate(cls, parts: list[_Energies]) -> _Energies:
-        return cls(
-            scipy.sparse.block_diag([p.W for p in parts], format="csr"),
-            np.concatenate([p.X for p in parts]),
-            np.concatenate([p.group for p in parts]),
-            np.concatenate([p.A for p in parts]),
-            np.concatenate([p.B for p in parts]),
-        )
+    def concatenate(cls, parts: list[_Energies], n_columns: int) -> _Energies:
+        """The energies of all ``parts`` in order (each part's rows stay its own)."""
+        starts = np.cumsum([0] + [p.n for p in parts])
+        rows = {}
+        for g in sorted({g for p in parts for g in p.rows}):
+            data, row_index, col_index, X, n_rows = [], [], [], [], 0
+            for start, p in zip(starts[:-1], parts, strict=True):
+                if g in p.rows:
+                    W, Xp = p.rows[g]
+                    W = W.tocoo()
+                    data.append(W.data)
+                    row_index.append(W.row + start)
+                    col_index.append(W.col + n_rows)
+                    X.append(Xp)
+                    n_rows += Xp.shape[0]
+            W = scipy.sparse.csr_matrix(
+                (np.concatenate(data), (np.concatenate(row_index), np.concatenate(col_index))),
+                shape=(starts[-1], n_rows),
+            )
+            rows[g] = (W, np.concatenate(X))
+        A = np.concatenate([p.A for p in parts]) if parts else np.zeros((0, n_columns))
+        B = np.concatenate([p.B for p in parts]) if parts else np.zeros((0, n_columns))
+        return cls(rows, A, B)
 
     def take(self, index) -> _Energies:
         """The energies ``index`` with only the rows they use."""
-        W = self.W[np.asarray(index, dtype=np.int64)]
-        used = np.unique(W.indices)
-        return _Energies(
-            W[:, used].tocsr(), self.X[used], self.group[used], self.A[index], self.B[index]
-        )
-
-    def by_group(self) -> dict:
-        """``{group: (W[:, rows], X[rows])}`` over the rows of each group, computed once."""
-        if self._groups is None:
-            self._groups = {}
-            for g in np.unique(self.group):
-                rows = np.nonzero(self.group == g)[0]
-                self._groups[int(g)] = (self.W[:, rows].tocsr(), self.X[rows])
-        return self._groups
+        index = np.asarray(index, dtype=np.int64)
+        rows = {}
+        for g, (W, X) in self.rows.items():
+            W = W[index]
+            used = np.unique(W.indices)
+            if used.size:
+                rows[g] = (W[:, used].tocsr(), X[used])
+        return _Energies(rows, self.A[index], self.B[index])
 
     def prior(self, groups: _Groups, other: _Energies) -> np.ndarray:
         """Prior covariance (self.n, other.n) of these energies with ``other``'s."""
         out = np.zeros((self.n, other.n))
-        mine = self.by_group()
-        for g, (W_other, X_other) in other.by_group().items():
-            if g in mine:
-                W, X = mine[g]
+        for g, (W_other, X_other) in other.rows.items():
+            if g in self.rows:
+                W, X = self.rows[g]
                 out += W @ (W_other @ groups.prior(g, X, X_other).T).T
         return out
 
@@ -189,7 +183,7 @@ class _Energies:
         """Prior variances (n,), over blocks of consecutive energies using about ``block_rows``
         rows each: memory O(block_rows^2), time linear in the number of energies."""
         out = np.zeros(self.n)
-        used = np.cumsum(np.diff(self.W.indptr))
+        used = np.cumsum(sum(np.diff(W.indptr) for W, _ in self.rows.values()))
         start = 0
         while start < self.n:
             before = used[start - 1] if start else 0
@@ -211,41 +205,29 @@ def _frame_energies(model, groups: _Groups, atoms) -> tuple[_Energies, np.ndarra
     context.neighbors(max(term.cutoff for term in model.terms))
     context.check_no_overlap()
     n_atoms = len(atoms)
-    n_columns = model.alpha.size
-    K = np.zeros((n_atoms, n_columns))  # W k_XM, delta^2 included
-    owners, X, group = [], [], []
+    K = np.zeros((n_atoms, model.alpha.size))  # W k_XM, delta^2 included
+    rows_by_group = {}
     for t, term in enumerate(model.terms):
         rows = term.rows(atoms, gradients=False, context=context)
         W = scipy.sparse.csr_matrix(
             (rows.owner_weights, (rows.owner_atoms, rows.owner_rows)),
             shape=(n_atoms, rows.n_rows),
         )
-        owners.append(W)
-        padded = np.zeros((rows.n_rows, groups.width))
-        padded[:, : rows.X.shape[1]] = rows.X
-        X.append(padded)
-        kinds = np.zeros(rows.n_rows, dtype=np.int64)
         for kind in np.unique(rows.kinds):
             selected = np.nonzero(rows.kinds == kind)[0]
-            kinds[selected] = groups.index(t, kind)
+            X = rows.X[selected]
+            W_kind = W[:, selected].tocsr()
+            rows_by_group[groups.index(t, kind)] = (W_kind, X)
             s = groups.sets.get((t, int(kind)))
             if s is not None:
-                k = s.delta**2 * term.kernel(rows.X[selected], s.points)
-                K[:, s.columns] += W[:, selected] @ k
-        group.append(kinds)
+                K[:, s.columns] += W_kind @ (s.delta**2 * term.kernel(X, s.points))
     A = np.zeros_like(K)
     for s in model.sparse_sets:
         A[:, s.columns] = scipy.linalg.solve_triangular(
             s.factor, K[:, s.columns].T, lower=True, check_finite=False
         ).T
     B = scipy.linalg.solve_triangular(model.R, K.T, trans="T", lower=False, check_finite=False)
-    energies = _Energies(
-        scipy.sparse.hstack(owners, format="csr"),
-        np.concatenate(X),
-        np.concatenate(group),
-        A,
-        np.ascontiguousarray(B.T),
-    )
+    energies = _Energies(rows_by_group, A, np.ascontiguousarray(B.T))
     variance = energies.prior_diagonal(groups) - np.einsum("ij,ij->i", A, A)
     variance += np.einsum("ij,ij->i", energies.B, energies.B)
     return energies, np.maximum(variance, 0.0)
@@ -345,9 +327,7 @@ def select_frames(
         slots[f, : picked.size] = np.arange(n_candidates, n_candidates + picked.size)
         n_candidates += picked.size
         parts.append(chosen)
-    candidates = (
-        _Energies.concatenate(parts) if parts else _Energies.empty(groups.width, model.alpha.size)
-    )
+    candidates = _Energies.concatenate(parts, model.alpha.size)
 
     gains = _gains(blocks, noise2)
     initial = gains.copy()
