@@ -13,6 +13,7 @@ from ._core import __version__
 from .calculator import GAPCalculator
 from .descriptors import SOAP, TwoBody
 from .ewald import Ewald
+from .learning import select
 from .model import GAP, load
 from .neighbors import neighbor_list
 
@@ -25,4 +26,5 @@ __all__ = [
     "__version__",
     "load",
     "neighbor_list",
+    "select",
 ]
