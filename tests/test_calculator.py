@@ -285,6 +285,19 @@ def test_std_every_k_th_evaluation(cu_model, cu_cell):
     np.testing.assert_array_equal(calc.results["forces_std"], expected["forces_std"])
     with pytest.raises(ValueError, match="std_every must be at least 1"):
         GAPCalculator(cu_model, std_every=0)
+    with pytest.raises(ValueError, match="std must be one of"):
+        GAPCalculator(cu_model, std="forces")
+
+
+def test_energy_only_std(cu_model, cu_cell):
+    """std="energy": the energies' stds, equal to those of the full computation, no forces_std."""
+    cu_cell.calc = GAPCalculator(cu_model, std="energy")
+    cu_cell.get_potential_energy()
+    full = cu_model.predict(cu_cell, std=True)
+    for key in ("energy_std", "energies_std"):
+        np.testing.assert_allclose(cu_cell.calc.results[key], full[key], rtol=1e-12)
+    assert "forces_std" not in cu_cell.calc.results
+    assert "stress_std" not in cu_cell.calc.results
 
 
 def test_bad_arguments(tmp_path):

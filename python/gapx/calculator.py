@@ -8,7 +8,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ._core import __version__
-from .model import load
+from .model import STD_MODES, load
 from .validation import positive_integer
 
 __all__ = ["GAPCalculator"]
@@ -22,14 +22,15 @@ class GAPCalculator(Calculator):
     model : gapx.GAP or str or os.PathLike
         A fitted model, or the path of a model file written by ``model.save`` (loaded with
         :func:`gapx.load`).
-    std : bool
+    std : bool or "energy"
         Also compute the predictive standard deviations ``energy_std``, ``energies_std``,
-        ``forces_std`` and (3-d cells) ``stress_std`` at every evaluation. Off by default: the
-        default calculator costs what ``model.predict(atoms, std=False)`` costs.
+        ``forces_std`` and (3-d cells) ``stress_std`` (True), or the energies' only ("energy",
+        much cheaper), at every evaluation. Off by default: the default calculator costs what
+        ``model.predict(atoms, std=False)`` costs.
     std_every : int, optional
         Compute the standard deviations at every ``std_every``-th evaluation only (the first
         included), e.g. to monitor an MD run cheaply; the evaluations in between carry no std
-        keys. Implies ``std``.
+        keys. With ``std`` False it means all of them (True).
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator` (``label``, ``directory``,
         ``atoms``).
@@ -64,7 +65,7 @@ class GAPCalculator(Calculator):
         "energy_shortrange",
     )
 
-    def __init__(self, model, *, std: bool = False, std_every: int | None = None, **kwargs):
+    def __init__(self, model, *, std: bool | str = False, std_every: int | None = None, **kwargs):
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if not os.path.isfile(path):
@@ -80,9 +81,12 @@ class GAPCalculator(Calculator):
                 )
         super().__init__(**kwargs)
         self.model = model
+        if std not in STD_MODES:
+            raise ValueError(f"std must be one of {STD_MODES}, got {std!r}")
         if std_every is not None:
             std_every = positive_integer("std_every", std_every)
-        self.std_every = std_every if std_every is not None else (1 if std else None)
+        self.std = std or (std_every is not None)
+        self.std_every = std_every if std_every is not None else 1
         self.n_evaluations = 0
         # Model hyperparameters live on the model; parameters only say where it came from, so
         # todict() stays small and meaningful.
@@ -96,7 +100,7 @@ class GAPCalculator(Calculator):
         """
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        std = self.std_every is not None and self.n_evaluations % self.std_every == 0
+        std = self.std if self.n_evaluations % self.std_every == 0 else False
         self.n_evaluations += 1
         prediction = self.model.predict(atoms, std=std)
         n_atoms = len(atoms)

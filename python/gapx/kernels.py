@@ -153,23 +153,22 @@ class DotProduct:
         return self._power(np.matmul(Xa, np.swapaxes(Xb, -1, -2)), self.zeta)
 
     def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
-        # d^2 (x.y)^z / dx dy = z c^(z-1) I + z (z-1) c^(z-2) y x^T, c = x.y
-        self._unnormalised_only("mixed_batched")
+        return self.mixed_terms(Xa, Xb, U, V)[3]
+
+    def mixed_terms(self, Xa, Xb, U, V):
+        """``(k, dk/dx . u, dk/dy . v, u^T [d^2 k / dx dy] v)`` per block pair:
+        d^2 (x.y)^z / dx dy = z c^(z-1) I + z (z-1) c^(z-2) y x^T, c = x.y."""
+        self._unnormalised_only("mixed_terms")
         c = np.matmul(Xa, np.swapaxes(Xb, -1, -2))
         uv = np.matmul(U, np.swapaxes(V, -1, -2))
         uy = np.matmul(U, np.swapaxes(Xb, -1, -2))
         xv = np.matmul(Xa, np.swapaxes(V, -1, -2))
         if self.zeta == 1.0:
-            return uv
+            return c, uy, xv, uv
         lower = self._power(c, self.zeta - 2.0)
-        return self.zeta * (lower * c * uv + (self.zeta - 1.0) * lower * uy * xv)
-
-    def gradient_batched(self, Xa, Xb, V) -> np.ndarray:
-        """(B, n, n'): ``[dk(xa_p, xb_q) / dy] . v_q`` (derivative in the second argument)."""
-        self._unnormalised_only("gradient_batched")
-        c = np.matmul(Xa, np.swapaxes(Xb, -1, -2))
-        xv = np.matmul(Xa, np.swapaxes(V, -1, -2))
-        return self.zeta * self._power(c, self.zeta - 1.0) * xv
+        first = self.zeta * lower * c
+        mixed = first * uv + self.zeta * (self.zeta - 1.0) * lower * uy * xv
+        return first * c / self.zeta, first * uy, first * xv, mixed
 
     def mixed_diag(self, X, U) -> np.ndarray:
         """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``."""
@@ -247,23 +246,21 @@ class SquaredExponential:
         return np.maximum(sq, 0.0)
 
     def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
-        # d^2 k / dx dy = k [I / theta^2 - (x - y)(x - y)^T / theta^4]
+        return self.mixed_terms(Xa, Xb, U, V)[3]
+
+    def mixed_terms(self, Xa, Xb, U, V):
+        """``(k, dk/dx . u, dk/dy . v, u^T [d^2 k / dx dy] v)`` per block pair, from one
+        evaluation of k: d^2 k / dx dy = k [I / theta^2 - (x - y)(x - y)^T / theta^4]."""
         k = self.batched(Xa, Xb)
         uv = np.matmul(U, np.swapaxes(V, -1, -2))
         u_d = np.sum(U * Xa, axis=-1)[..., :, None] - np.matmul(U, np.swapaxes(Xb, -1, -2))
         d_v = np.matmul(Xa, np.swapaxes(V, -1, -2)) - np.sum(V * Xb, axis=-1)[..., None, :]
         t2 = self.theta**2
-        return k * (uv / t2 - u_d * d_v / t2**2)
+        return k, -k * u_d / t2, k * d_v / t2, k * (uv / t2 - u_d * d_v / t2**2)
 
     def mixed_diag(self, X, U) -> np.ndarray:
         """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``: ``|u|^2 / theta^2``."""
         return np.einsum("if,if->i", U, U) / self.theta**2
-
-    def gradient_batched(self, Xa, Xb, V) -> np.ndarray:
-        """(B, n, n'): ``[dk(xa_p, xb_q) / dy] . v_q`` (derivative in the second argument)."""
-        k = self.batched(Xa, Xb)
-        d_v = np.matmul(Xa, np.swapaxes(V, -1, -2)) - np.sum(V * Xb, axis=-1)[..., None, :]
-        return k * d_v / self.theta**2
 
     def to_dict(self) -> dict:
         return {"type": self.type_name, "theta": self.theta}
@@ -331,16 +328,12 @@ class CutoffWeighted:
         # four parts (x-y, x-v, w-y, w-v).
         xa, wa, xb, wb = Xa[..., :-1], Xa[..., -1], Xb[..., :-1], Xb[..., -1]
         ua, uw, vb, vw = U[..., :-1], U[..., -1], V[..., :-1], V[..., -1]
-        ww = wa[..., :, None] * wb[..., None, :]
-        inner = self.inner
-        # The inner kernel is symmetric, so dk/dx . u at (x, y) is dk/dy . u at (y, x).
-        dx_u = np.swapaxes(inner.gradient_batched(xb, xa, ua), -1, -2)
-        dy_v = inner.gradient_batched(xa, xb, vb)
+        k, dx_u, dy_v, mixed = self.inner.mixed_terms(xa, xb, ua, vb)
         return (
-            ww * inner.mixed_batched(xa, xb, ua, vb)
+            wa[..., :, None] * wb[..., None, :] * mixed
             + wa[..., :, None] * vw[..., None, :] * dx_u
             + uw[..., :, None] * wb[..., None, :] * dy_v
-            + uw[..., :, None] * vw[..., None, :] * inner.batched(xa, xb)
+            + uw[..., :, None] * vw[..., None, :] * k
         )
 
     def mixed_diag(self, X, U) -> np.ndarray:

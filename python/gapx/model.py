@@ -19,6 +19,9 @@ from .neighbors import StructureContext
 from .terms import as_term
 from .validation import positive_number
 
+#: ``GAP.predict(std=...)``: none, all, or the energies' standard deviations only.
+STD_MODES = (False, True, "energy")
+
 
 class GAP:
     """A Gaussian Approximation Potential: a sum of sparse-GP terms, e0 and a baseline.
@@ -162,7 +165,7 @@ class GAP:
         if self.alpha is None:
             raise ValueError("the model is not fitted: call fit(frames) or gapx.load(path)")
 
-    def predict(self, atoms, std: bool = True) -> dict:
+    def predict(self, atoms, std: bool | str = True) -> dict:
         """Energy, forces, stress, per-atom energies and their predictive standard deviations.
 
         Returns
@@ -173,7 +176,8 @@ class GAP:
             baseline also ``energy_longrange``, ``energy_shortrange`` (and ``charges`` if it
             reports them). With ``std=True`` also the posterior standard deviations
             ``energies_std`` (n_atoms,) eV, ``energy_std`` eV, ``forces_std`` (n_atoms, 3) eV/Å
-            and, for a 3-d cell, ``stress_std`` (6,) eV/Å^3.
+            and, for a 3-d cell, ``stress_std`` (6,) eV/Å^3; ``std="energy"`` gives only
+            ``energies_std`` and ``energy_std``, at a fraction of the cost.
 
         Notes
         -----
@@ -227,8 +231,10 @@ class GAP:
         periodic = atoms.cell.rank == 3
         if periodic:
             out["stress"] = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
+        if std not in STD_MODES:
+            raise ValueError(f"std must be one of {STD_MODES}, got {std!r}")
         if std:
-            out.update(self._stds(atoms, context, periodic))
+            out.update(self._stds(atoms, context, periodic, forces=std is True))
         if self.baseline is not None:
             base = self.baseline.calculate(atoms, context=context)
             out["energy_shortrange"] = out["energy"]
@@ -243,16 +249,19 @@ class GAP:
         out = uncertainty.apply(self.calibration, out)  # calibrated stds, see calibrate()
         return out
 
-    def _stds(self, atoms, context, periodic: bool) -> dict:
+    def _stds(self, atoms, context, periodic: bool, forces: bool) -> dict:
         """Posterior standard deviations of a prediction (see :meth:`predict`)."""
-        rows = [term.rows(atoms, gradients=True, context=context) for term in self.terms]
-        var = predictive_variances(self.terms, self.sparse_sets, self.R, rows, len(atoms), periodic)
+        rows = [term.rows(atoms, gradients=forces, context=context) for term in self.terms]
+        var = predictive_variances(
+            self.terms, self.sparse_sets, self.R, rows, len(atoms), periodic, forces=forces
+        )
         out = {
             "energies_std": np.sqrt(var["energies"]),
             "energy_std": float(np.sqrt(var["energy"])),
-            "forces_std": np.sqrt(var["forces"]),
         }
-        if periodic:
+        if forces:
+            out["forces_std"] = np.sqrt(var["forces"])
+        if "virial" in var:
             out["stress_std"] = np.sqrt(var["virial"]) / atoms.get_volume()
         return out
 

@@ -53,7 +53,9 @@ def functional_variance(prior, k, sparse_sets, R) -> np.ndarray:
 #: Rank of the residual factorisation per kind for total energies and virials.
 MAX_RANK = 64
 # Pivots whose residual covariance columns are computed together.
-PIVOT_BLOCK = 16
+PIVOT_BLOCK = 8
+# The factorisation stops once the remainder's off-diagonal sum is bounded below this fraction.
+RESIDUAL_RTOL = 1e-8
 # Elements per temporary array of the batched prior computations (bounds their memory).
 CHUNK_ELEMENTS = 1 << 22
 
@@ -141,7 +143,8 @@ def summed_residual(kernel, X, Phi, factor, d2, U=None, max_rank: int = MAX_RANK
     structure's own environments as extra inducing points) gives ``c ~ G G^T + D``, with D the
     exact diagonal of the remainder. The sum ``|G^T 1|^2 + trace D`` is exact when c has rank at
     most ``max_rank`` (always for n <= max_rank rows), never below the independent-residual
-    value ``trace c``, and costs O(n max_rank (F + M_s)).
+    value ``trace c``, and costs O(n max_rank (F + M_s)). It stops early once the remainder's
+    off-diagonal sum is provably below ``RESIDUAL_RTOL`` of the total.
     """
     n = X.shape[0]
     if n == 0:
@@ -160,9 +163,15 @@ def summed_residual(kernel, X, Phi, factor, d2, U=None, max_rank: int = MAX_RANK
     remaining = remaining - np.sum(V * V, axis=0)
     tolerance = 1e-12 * float(np.max(np.abs(remaining)))
     rank = min(n, max_rank)
-    G = np.zeros((n, rank))
+    G = np.zeros((n, rank), order="F")  # columns contiguous: each pivot reads them all
     k = 0
     while k < rank:
+        # The remainder E is positive semi-definite, so |sum E| <= (sum_i sqrt(E_ii))^2: once
+        # that bound is below RESIDUAL_RTOL of the sum, more pivots cannot change it.
+        root = np.sqrt(np.maximum(remaining, 0.0))
+        estimate = np.sum(G[:, :k].sum(axis=0) ** 2) + np.sum(root**2)
+        if np.sum(root) ** 2 - np.sum(root**2) <= RESIDUAL_RTOL * abs(estimate):
+            break
         # Pivots in blocks: the block's columns come from one batched kernel call, then each
         # pivot is eliminated in turn.
         block = np.argsort(-remaining, kind="stable")[: min(PIVOT_BLOCK, rank - k)]
