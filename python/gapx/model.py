@@ -204,8 +204,10 @@ class GAP:
         energies = e0.copy()
         dE_dr = np.zeros((n_atoms, 3))
         dE_deps = np.zeros((3, 3))
+        term_rows = []
         for t, term in enumerate(self.terms):
             rows = term.rows(atoms, gradients=False, context=context)
+            term_rows.append(rows)
             local = np.zeros(rows.n_rows)
             dE_dX = np.zeros_like(rows.X)
             for s in self.sparse_sets:
@@ -234,7 +236,7 @@ class GAP:
         if std not in STD_MODES:
             raise ValueError(f"std must be one of {STD_MODES}, got {std!r}")
         if std:
-            out.update(self._stds(atoms, context, periodic, forces=std is True))
+            out.update(self._stds(atoms, context, periodic, term_rows, forces=std is True))
         if self.baseline is not None:
             base = self.baseline.calculate(atoms, context=context)
             out["energy_shortrange"] = out["energy"]
@@ -249,9 +251,12 @@ class GAP:
         out = uncertainty.apply(self.calibration, out)  # calibrated stds, see calibrate()
         return out
 
-    def _stds(self, atoms, context, periodic: bool, forces: bool) -> dict:
-        """Posterior standard deviations of a prediction (see :meth:`predict`)."""
-        rows = [term.rows(atoms, gradients=forces, context=context) for term in self.terms]
+    def _stds(self, atoms, context, periodic: bool, rows, forces: bool) -> dict:
+        """Posterior standard deviations of a prediction (see :meth:`predict`); ``rows`` are the
+        terms' rows of the mean prediction (without gradients: recomputed with them for the
+        force functionals)."""
+        if forces:
+            rows = [term.rows(atoms, gradients=True, context=context) for term in self.terms]
         var = predictive_variances(
             self.terms, self.sparse_sets, self.R, rows, len(atoms), periodic, forces=forces
         )
