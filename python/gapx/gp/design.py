@@ -25,6 +25,9 @@ import scipy.sparse
 from ..terms import DescriptorGradients, TermRows
 from .sparse_set import SparseSet
 
+# Elements of the largest temporary (gradient entries x sparse points) while assembling.
+CHUNK_ELEMENTS = 1 << 22
+
 # Voigt order xx, yy, zz, yz, xz, xy used for virial rows and stress.
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
@@ -74,24 +77,13 @@ def stack_rows(rows: list[TermRows], n_atoms: list[int]) -> tuple[TermRows, np.n
     with_grad = all(r.gradients is not None for r in rows)
     grads = None
     if with_grad:
-        # Entries are grouped by the kind of their row, so that assemble_block reads each
-        # kind's gradients as one contiguous slice: the values are copied once, here.
-        entry_kinds = [r.kinds[r.gradients.pairs[:, 0]] for r in rows]
-        n_entries = sum(k.size for k in entry_kinds)
-        first = rows[0].gradients.values
-        values = np.empty((n_entries, 3, first.shape[2]), dtype=first.dtype)
-        pairs = np.empty((n_entries, 2), dtype=np.int64)
-        position = 0
-        for kind in np.unique(np.concatenate(entry_kinds)):
-            for r, kinds, ro, ao in zip(rows, entry_kinds, row_offsets, atom_offsets, strict=True):
-                mask = kinds == kind
-                count = int(np.count_nonzero(mask))
-                if count == 0:
-                    continue
-                block = slice(position, position + count)
-                np.compress(mask, r.gradients.values, axis=0, out=values[block])
-                pairs[block] = r.gradients.pairs[mask] + np.array([ro, ao])
-                position += count
+        values = np.concatenate([r.gradients.values for r in rows])
+        pairs = np.concatenate(
+            [
+                r.gradients.pairs + np.array([ro, ao])
+                for r, ro, ao in zip(rows, row_offsets, atom_offsets, strict=True)
+            ]
+        ).astype(np.int64)
         grads = DescriptorGradients(
             pairs=pairs,
             values=values,
@@ -159,20 +151,19 @@ def assemble_block(
 
         grads = rows.gradients
         entry = np.nonzero(local[grads.pairs[:, 0]] >= 0)[0]
-        atom = grads.pairs[entry, 1]
-        start = layout.force_row[layout.atom_frame[atom]]
-        if entry.size and np.any(start >= 0):
-            if entry[-1] - entry[0] + 1 == entry.size:  # contiguous (stack_rows groups kinds)
-                D = grads.values[entry[0] : entry[-1] + 1]
-            else:
-                D = grads.values[entry]
-            D = D.reshape(-1, grads.values.shape[2])
-            centre = np.repeat(local[grads.pairs[entry, 0]], 3)
-            dk = kernel.directional(X, Z, D, centre)
-            target = np.where(
-                start[:, None] >= 0,
-                start[:, None] + 3 * layout.atom_local[atom][:, None] + np.arange(3)[None, :],
-                -1,
+        entry = entry[layout.force_row[layout.atom_frame[grads.pairs[entry, 1]]] >= 0]
+        # Chunks of gradient entries keep the (3 entries, M) kernel derivatives bounded; each
+        # chunk needs the dot products of its own centres only.
+        step = max(1, CHUNK_ELEMENTS // (3 * Z.shape[0]))
+        for first in range(0, entry.size, step):
+            part = entry[first : first + step]
+            D = grads.values[part].reshape(-1, grads.values.shape[2])
+            centres, inverse = np.unique(local[grads.pairs[part, 0]], return_inverse=True)
+            dk = kernel.directional(X[centres], Z, D, np.repeat(inverse, 3))
+            atom = grads.pairs[part, 1]
+            start = layout.force_row[layout.atom_frame[atom]]
+            target = (
+                start[:, None] + 3 * layout.atom_local[atom][:, None] + np.arange(3)[None, :]
             ).reshape(-1)
             # Force = -dE/dr.
             K[:, cols] += _scatter(target, layout.n_obs, target.size, -d2) @ dk
