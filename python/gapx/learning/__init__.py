@@ -1,10 +1,15 @@
-"""Learning while running: the incremental sparse-GP update.
+"""Learning while running: the incremental sparse-GP update and on-the-fly active learning.
 
-``incremental`` grows a fit by frames and sparse points without refitting from scratch.
+``incremental`` grows a fit by frames and sparse points without refitting from scratch;
+``onthefly`` runs MD on a model, labels uncertain structures with an oracle (any ASE
+calculator) and updates the model as it goes; ``oracle`` imports and calls the oracle;
+``run_files`` owns what a learning run keeps in its folder; ``errors`` says why a run stopped.
 """
 
 from __future__ import annotations
 
+from .errors import LearningError, OracleError
 from .incremental import IncrementalFit
+from .onthefly import OnTheFly
 
-__all__ = ["IncrementalFit"]
+__all__ = ["IncrementalFit", "LearningError", "OnTheFly", "OracleError"]
