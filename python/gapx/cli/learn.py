@@ -110,14 +110,14 @@ def add_parser(sub) -> None:
         "--new-sparse",
         type=int,
         metavar="N",
-        help="most sparse points added per call and (term, kind) (default 2)",
+        help="most sparse points added per call and (term, kind) (default 4)",
     )
     learn.add_argument(
         "--sparse-tolerance",
         type=float,
         help="an environment becomes a sparse point only if its residual variance (what the "
         "sparse set cannot represent) exceeds this fraction of the largest prior variance "
-        "among the new environments (default 1e-4)",
+        "among the new environments (default 1e-6)",
     )
     learn.add_argument(
         "--max-temperature",
@@ -163,8 +163,8 @@ DYNAMICS = (
     ("std_interval", "std_interval", 1),
     ("min_interval", "min_interval", 1),
     ("seed", "seed", 0),
-    ("new_sparse", "new_sparse_per_frame", 2),
-    ("sparse_tolerance", "sparse_tolerance", 1e-4),
+    ("new_sparse", "new_sparse_per_frame", 4),
+    ("sparse_tolerance", "sparse_tolerance", 1e-6),
     ("max_temperature", "max_temperature", None),
     ("max_std", "max_std", None),
 )

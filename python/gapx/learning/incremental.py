@@ -58,6 +58,31 @@ class _Block:
     stacked: list | None = None  # blocks.stacked_rows of the frames, when kept
 
 
+#: Two sparse points closer than this (largest feature difference, relative to the features'
+#: scale) are one: symmetric sites of a crystal give rows equal to round-off.
+DUPLICATE_TOLERANCE = 1e-10
+
+
+def _distinct(points: np.ndarray) -> np.ndarray:
+    """``points`` without repeats of an earlier row (to DUPLICATE_TOLERANCE), in their order."""
+    scale = DUPLICATE_TOLERANCE * max(float(np.abs(points).max(initial=0.0)), 1e-300)
+    # Rows sorted by a projection: a row's duplicates are among its neighbours there.
+    weights = np.linspace(1.0, 2.0, points.shape[1])
+    projection = points @ weights
+    order = np.argsort(projection, kind="stable")
+    reach = scale * weights.sum()
+    duplicate = np.zeros(points.shape[0], dtype=bool)
+    for a, i in enumerate(order):
+        if duplicate[i]:
+            continue
+        for j in order[a + 1 :]:
+            if projection[j] - projection[i] > reach:
+                break
+            if not duplicate[j] and np.all(np.abs(points[j] - points[i]) <= scale):
+                duplicate[max(i, j)] = True  # the later row repeats the earlier one
+    return points[~duplicate]
+
+
 def _nbytes(stacked) -> int:
     total = 0
     for rows, frame_of_row in stacked:
@@ -83,7 +108,9 @@ class IncrementalFit:
         Most sparse points added per added frame and (term, kind).
     sparse_tolerance : float
         An environment becomes a sparse point only if its residual variance exceeds this
-        fraction of the largest prior variance among the candidates.
+        fraction of the largest prior variance among the candidates (SOAP environments of one
+        solid at one temperature typically leave 1e-8 to 1e-4 of it; points much closer to the
+        sparse jitter than this would make K_MM ill conditioned).
     descriptor_memory : float
         Bytes of descriptor rows and gradients kept for adding columns later.
     """
@@ -92,8 +119,8 @@ class IncrementalFit:
         self,
         model,
         *,
-        new_sparse_per_frame: int = 2,
-        sparse_tolerance: float = 1e-4,
+        new_sparse_per_frame: int = 4,
+        sparse_tolerance: float = 1e-6,
         descriptor_memory: float = 1e9,
     ):
         self.model = model
@@ -125,15 +152,18 @@ class IncrementalFit:
     @classmethod
     def fit(cls, model, frames, *, e0=None, sparse_points=None, **options) -> IncrementalFit:
         """The first fit, keeping what later updates need. ``e0`` and ``sparse_points`` as in
-        :func:`gapx.fitting.fit` (by default the model's e0 method and sparse selection)."""
+        :func:`gapx.fitting.fit`; by default the model's e0 method and sparse selection, as
+        ``GAP.fit``, except that duplicated points are kept once (a perfect crystal, a usual
+        start, has one environment per site: ``n_sparse`` copies of one point would carry no
+        more than one, yet count against every later update's cost)."""
         learner = cls(model, **options)
         frames = list(frames)
         fit_frames, targets, learner.e0 = fitting.prepare(model, frames, e0)
         gradient_bytes = blocks.gradient_bytes(fit_frames, model.terms)
         if sparse_points is None:
-            learner.sparse_sets = fitting.select_sparse_sets(model, fit_frames, gradient_bytes)
-        else:
-            learner.sparse_sets = fitting.make_sparse_sets(model, sparse_points)
+            chosen = fitting.select_sparse_sets(model, fit_frames, gradient_bytes)
+            sparse_points = {(s.term, s.kind): _distinct(s.points) for s in chosen}
+        learner.sparse_sets = fitting.make_sparse_sets(model, sparse_points)
         learner._solver = fitting.prior_solver(learner.sparse_sets)
         plan = blocks.frame_blocks(
             gradient_bytes + blocks.design_row_bytes(fit_frames, learner.n_columns),

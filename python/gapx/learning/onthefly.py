@@ -138,8 +138,8 @@ class OnTheFly:
         max_std: float | None = None,
         retries: int = 0,
         checkpoint_interval: int = 100,
-        new_sparse_per_frame: int = 2,
-        sparse_tolerance: float = 1e-4,
+        new_sparse_per_frame: int = 4,
+        sparse_tolerance: float = 1e-6,
         descriptor_memory: float = 1e9,
         progress: bool = False,
     ):
