@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,22 +30,9 @@ from gapx.learning.run_files import RunFolder
 # An updated model must equal a from-scratch fit on the same frames and sparse points.
 UPDATE_TOL = 1e-8  # eV, eV/Å, eV/Å^3
 
-CONFIG = """\
-[[terms]]
-type = "two_body"
-cutoff = 4.0
-n_sparse = 8
-
-[[terms]]
-type = "soap"
-cutoff = 4.0
-n_max = 3
-l_max = 2
-n_sparse = 10
-
-[fit]
-sigma_force = 0.05
-"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The README's example config: what the learning runs below use.
+CONFIG = open(os.path.join(ROOT, "examples", "copper_learn.toml")).read()
 
 # Settings of the learning runs: 8-atom Cu at 600 K makes about four calls in 60 steps.
 RUN = ["--steps", "60", "--temperature", "600", "--timestep", "2", "--threshold", "0.02"]
@@ -420,6 +408,23 @@ def test_learn_usage_errors(workdir, capsys):
     assert "already holds a learning run: add --resume" in capsys.readouterr().err
     assert main([*base, "-o", "run", "--resume", "--temperature", "500"]) == 1
     assert "temperature 500.0 (the run used 600.0)" in capsys.readouterr().err
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    """The shell commands of the README's "Active learning on the fly", as written."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("## Active learning on the fly")[1].split("\n## ")[0]
+    block = section.split("```bash\n")[1].split("```")[0].replace("\\\n", " ")
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert [line.split()[0] for line in lines] == ["python", "gapx", "gapx"]
+    monkeypatch.chdir(tmp_path)
+    os.symlink(os.path.join(ROOT, "examples"), "examples")
+    words = shlex.split(lines[0])
+    subprocess.run([sys.executable, *words[1:]], check=True)
+    for line in lines[1:]:
+        assert main(shlex.split(line)[1:] + ["-q"]) == 0
+    assert "learned to step 400" in capsys.readouterr().out
+    assert len(RunFolder("cu-run").read_calls()) > 2
 
 
 def test_learn_help_names_every_option(capsys):
