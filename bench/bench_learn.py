@@ -19,10 +19,11 @@
 Measured (2 shared cores, load about 3, OpenBLAS; gapx 0.1.0 at the commit adding this file;
 ``python bench/bench_learn.py --seeds 3 4 5``):
 
-* update vs refit, 200 frames x 32 atoms, 239 sparse points: update 2.0-3.1 s (0.6 s on a
-  quieter machine: 0.37 s kernel of the kept rows at the 8 new columns, 0.21 s QR of the kept
-  rows), full refit 24 s (11-12 s quieter): 0.11 of the refit in wall time, 0.15 in CPU time
-  (goal <= 0.2). Update vs refit with the same sparse points: forces agree to 1.2e-9 eV/Å.
+* update vs refit, 200 frames x 32 atoms, 239 sparse points, 8 new per update: update
+  2.0-3.1 s, full refit 24 s: 0.11 of the refit in wall time, 0.15 in CPU time (goal <= 0.2).
+  A profiled update with 4 new points at a quieter moment: 0.61 s, of which 0.37 s the kernel
+  of the kept rows at the new columns and 0.21 s the QR of the kept rows (refit then 11-12 s).
+  Update vs refit with the same sparse points: forces agree to 1.2e-9 eV/Å.
   Descriptors kept for 200 frames: 537 MB.
 * 3000 steps at 800 K, threshold 0.01 eV/Å (the energy-std stand-in), min interval 50,
   4 new points per call: 20-23 oracle calls. Held-out force RMSE (meV/Å), mean of 3 runs:

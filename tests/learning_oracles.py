@@ -1,7 +1,8 @@
 """Oracles for the on-the-fly learning tests, importable as ``learning_oracles:NAME``.
 
 EMT copper with a twist each: counting every call, failing after a set number of calls (a
-"kill" at a known point), returning NaN, or slow enough for a subprocess to be killed mid-run.
+"kill" at a known point), failing every other attempt, returning NaN, or slow enough for a
+subprocess to be killed mid-run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ class FailingEMT(EMT):
         FAIL_AFTER["made"] += 1
         if FAIL_AFTER["made"] > FAIL_AFTER["calls"]:
             raise RuntimeError("the reference code crashed")
+        super().calculate(*args, **kwargs)
+
+
+class FlakyEMT(EMT):
+    """Fails every first attempt: a run with one retry per call still gets every label."""
+
+    def calculate(self, *args, **kwargs):
+        FAIL_AFTER["made"] += 1
+        if FAIL_AFTER["made"] % 2:
+            raise OSError("the queue lost the job")
         super().calculate(*args, **kwargs)
 
 

@@ -301,6 +301,11 @@ def test_oracle_failure_stops_with_one_line_and_resume_continues_exactly(
     assert_same_run(folder, uninterrupted)
 
 
+def test_retries_get_every_label(workdir, uninterrupted):
+    assert learn("--retries", "1", oracle="learning_oracles:FlakyEMT") == 0
+    assert_same_run(RunFolder("run"), uninterrupted)
+
+
 def test_resume_replays_a_call_journaled_before_the_interruption(
     tmp_path, monkeypatch, uninterrupted
 ):

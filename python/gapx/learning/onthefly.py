@@ -205,7 +205,10 @@ class OnTheFly:
     def run(self, atoms, steps: int, resume: bool = False) -> dict:
         """Run until MD step ``steps`` (counted from the start of the run, so a resumed run
         continues to the same total); returns a summary. ``atoms`` is the start structure
-        (with ``resume``, the one the run started from)."""
+        (with ``resume``, the one the run started from). ``self.model`` is updated in place.
+
+        Raises LearningError (one line) when the oracle fails or the MD blows up; the folder
+        then holds the model and every call so far, and ``resume=True`` continues."""
         steps = positive_integer("steps", steps, minimum=0)
         try:  # refuse an oracle that cannot make a calculator before anything is written
             make_calculator(self.oracle)
