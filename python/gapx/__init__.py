@@ -13,7 +13,7 @@ from ._core import __version__
 from .calculator import GAPCalculator
 from .descriptors import SOAP, TwoBody
 from .ewald import Ewald
-from .learning import select
+from .learning import OnTheFly, select
 from .model import GAP, load
 from .neighbors import neighbor_list
 
@@ -21,6 +21,7 @@ __all__ = [
     "GAP",
     "Ewald",
     "GAPCalculator",
+    "OnTheFly",
     "SOAP",
     "TwoBody",
     "__version__",

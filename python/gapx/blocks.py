@@ -108,11 +108,30 @@ def descriptor_values(terms, frames) -> list[dict[int, np.ndarray]]:
     return out
 
 
-def scaled_rows(model_parts, frames, targets) -> np.ndarray:
+def stacked_rows(terms, frames) -> list[tuple]:
+    """Each term's rows of a block of frames, with gradients, stacked by
+    :func:`gapx.gp.design.stack_rows`: ``[(rows, frame_of_row), ...]`` (one context per frame,
+    shared by the terms)."""
+    n_atoms = [len(atoms) for atoms in frames]
+    contexts = [StructureContext(atoms) for atoms in frames]
+    return [
+        design.stack_rows(
+            [
+                term.rows(atoms, gradients=True, context=context)
+                for atoms, context in zip(frames, contexts, strict=True)
+            ],
+            n_atoms,
+        )
+        for term in terms
+    ]
+
+
+def scaled_rows(model_parts, frames, targets, stacked=None) -> np.ndarray:
     """Noise-scaled design rows ``[K_NM / sigma | y / sigma]`` (n_obs, M + 1) of a block.
 
     ``targets[f]`` is ``(energy, forces, virial, (sigma_e, sigma_f, sigma_v))`` of frame ``f``
-    (None where unlabelled), already with e0 and the baseline removed.
+    (None where unlabelled), already with e0 and the baseline removed. ``stacked`` is the
+    block's :func:`stacked_rows`, computed here when not given.
     """
     terms, sparse_sets, n_columns = model_parts
     n_atoms = [len(atoms) for atoms in frames]
@@ -122,23 +141,13 @@ def scaled_rows(model_parts, frames, targets) -> np.ndarray:
         [t[1] is not None for t in targets],
         [t[2] is not None for t in targets],
     )
-    contexts = [StructureContext(atoms) for atoms in frames]
-    stacked, frame_of_rows = [], []
-    for term in terms:
-        rows, frame_of_row = design.stack_rows(
-            [
-                term.rows(atoms, gradients=True, context=context)
-                for atoms, context in zip(frames, contexts, strict=True)
-            ],
-            n_atoms,
-        )
-        stacked.append(rows)
-        frame_of_rows.append(frame_of_row)
+    if stacked is None:
+        stacked = stacked_rows(terms, frames)
     # Fortran order: LAPACK folds the block into R without another copy.
     augmented = np.zeros((layout.n_obs, n_columns + 1), order="F")
     design.assemble_block(
-        stacked,
-        frame_of_rows,
+        [rows for rows, _ in stacked],
+        [frame_of_row for _, frame_of_row in stacked],
         [term.kernel for term in terms],
         sparse_sets,
         layout,

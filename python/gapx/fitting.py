@@ -144,8 +144,12 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _select_sparse_sets(model, fit_frames, gradient_bytes, client, clock) -> list[SparseSet]:
-    """Pass 1: descriptor values of every frame, then sparse points per (term, kind)."""
+def select_sparse_sets(
+    model, fit_frames, gradient_bytes, client=None, clock=None
+) -> list[SparseSet]:
+    """Pass 1: descriptor values of every frame, then sparse points per (term, kind) by each
+    term's method, seeded by (model.seed, term, kind). ``gradient_bytes`` per frame plan the
+    blocks (:func:`gapx.blocks.gradient_bytes`)."""
     values = [dict() for _ in model.terms]
     plan = blocks.frame_blocks(gradient_bytes, model.block_memory)
     for block_values in blocks.map_blocks(
@@ -160,20 +164,41 @@ def _select_sparse_sets(model, fit_frames, gradient_bytes, client, clock) -> lis
         for t, by_kind in enumerate(block_values):
             for kind, X in by_kind.items():
                 values[t].setdefault(kind, []).append(X)
-    clock.lap("descriptors")
-    sparse_sets = []
-    offset = 0
+    if clock is not None:
+        clock.lap("descriptors")
+    points = {}
     for t, term in enumerate(model.terms):
         for kind in sorted(values[t]):
             X = np.concatenate(values[t][kind])
-            points = term.select_sparse(X, np.random.default_rng([model.seed, t, kind]))
-            L, jitter = kmm_cholesky(term.kernel, points, term.delta, model.sparse_jitter)
-            sparse_sets.append(SparseSet(t, kind, points, offset, term.delta, jitter, L))
-            offset += points.shape[0]
+            points[t, kind] = term.select_sparse(X, np.random.default_rng([model.seed, t, kind]))
+    return make_sparse_sets(model, points)
+
+
+def make_sparse_sets(model, points: dict) -> list[SparseSet]:
+    """Sparse sets of ``points`` ``{(term, kind): (n, n_features) array}``, in (term, kind)
+    order with consecutive columns, each with the Cholesky factor of its K_MM block."""
+    sparse_sets = []
+    offset = 0
+    for t, kind in sorted(points):
+        term = model.terms[t]
+        chosen = np.asarray(points[t, kind], dtype=np.float64)
+        L, jitter = kmm_cholesky(term.kernel, chosen, term.delta, model.sparse_jitter)
+        sparse_sets.append(SparseSet(t, kind, chosen, offset, term.delta, jitter, L))
+        offset += chosen.shape[0]
     return sparse_sets
 
 
-def _summary(model, fit_frames, targets, sparse_sets, e0) -> dict:
+def prior_solver(sparse_sets: list[SparseSet]) -> StreamingQR:
+    """A :class:`StreamingQR` holding the rows L^T of K_MM = L L^T (block diagonal over the
+    sparse sets), ready for the noise-scaled design rows to be folded in."""
+    solver = StreamingQR(sum(s.size for s in sparse_sets))
+    for s in sparse_sets:
+        solver.R[s.offset : s.offset + s.size, s.columns] = s.factor.T
+    return solver
+
+
+def fit_summary(model, fit_frames, targets, sparse_sets, e0) -> dict:
+    """What a fit used: counts of frames, targets and sparse points, memory, jitter, e0."""
     n_energy = sum(t[0] is not None for t in targets)
     n_force = sum(3 * len(a) for a, t in zip(fit_frames, targets, strict=True) if t[1] is not None)
     n_virial = sum(6 for t in targets if t[2] is not None)
@@ -228,13 +253,13 @@ class _PhaseClock:
         self._wall, self._cpu = wall, cpu
 
 
-def fit(model, frames, client=None) -> FittedState:
-    """Fit ``model``'s settings (terms, noise, e0 method, seed, ...) to labelled ``frames``.
+def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, list, dict]:
+    """The frames a fit uses, their targets and e0: ``(fit_frames, targets, e0)``.
 
-    See :meth:`gapx.GAP.fit`. Returns the new state; ``model`` is not modified.
+    Labels are read and checked, overlapping atoms refused (naming the frame), isolated-atom
+    frames dropped when they define e0, and e0 computed by the model's method unless given
+    (``e0`` must then cover every species of ``frames``). ``targets`` are :func:`_targets`.
     """
-    start = time.perf_counter()
-    clock = _PhaseClock()
     frames = list(frames)
     if not frames:
         raise ValueError("fit needs at least one frame")
@@ -251,22 +276,41 @@ def fit(model, frames, client=None) -> FittedState:
     ]
     if not fit_index:
         raise ValueError("no frames left to fit after removing isolated_atom frames")
-    e0 = compute_e0(model, frames, labels, fit_index)
+    if e0 is None:
+        e0 = compute_e0(model, frames, labels, fit_index)
+    else:
+        missing = sorted({chemical_symbols[z] for a in frames for z in a.numbers} - set(e0))
+        if missing:
+            raise ValueError(f"species {missing} have no e0 (the given e0 covers {sorted(e0)})")
     fit_frames = [frames[n] for n in fit_index]
-    targets = _targets(model, fit_frames, [labels[n] for n in fit_index], e0)
+    return fit_frames, _targets(model, fit_frames, [labels[n] for n in fit_index], e0), e0
+
+
+def fit(model, frames, client=None, *, e0=None, sparse_points=None) -> FittedState:
+    """Fit ``model``'s settings (terms, noise, e0 method, seed, ...) to labelled ``frames``.
+
+    See :meth:`gapx.GAP.fit`. Returns the new state; ``model`` is not modified. ``e0``
+    (``{symbol: eV}``) replaces the model's e0 method, and ``sparse_points`` (``{(term, kind):
+    (n, n_features) array}``) the sparse-point selection (no descriptor pass 1): together they
+    give the from-scratch fit an incremental update (:mod:`gapx.learning.incremental`) equals.
+    """
+    start = time.perf_counter()
+    clock = _PhaseClock()
+    fit_frames, targets, e0 = prepare(model, frames, e0)
 
     gradient_bytes = blocks.gradient_bytes(fit_frames, model.terms)
-    sparse_sets = _select_sparse_sets(model, fit_frames, gradient_bytes, client, clock)
+    if sparse_points is None:
+        sparse_sets = select_sparse_sets(model, fit_frames, gradient_bytes, client, clock)
+    else:
+        sparse_sets = make_sparse_sets(model, sparse_points)
     n_columns = sum(s.size for s in sparse_sets)
     clock.lap("sparse_selection")
-    summary = _summary(model, fit_frames, targets, sparse_sets, e0)
+    summary = fit_summary(model, fit_frames, targets, sparse_sets, e0)
     _report(summary, model.verbose)
 
     # Pass 2: stream frames in blocks; each block's noise-scaled rows [K_NM/sigma, y/sigma]
     # are folded into the R factor at once, so the design matrix is never held whole.
-    solver = StreamingQR(n_columns)
-    for s in sparse_sets:
-        solver.R[s.offset : s.offset + s.size, s.columns] = s.factor.T
+    solver = prior_solver(sparse_sets)
     plan = blocks.frame_blocks(
         gradient_bytes + blocks.design_row_bytes(fit_frames, n_columns), model.block_memory
     )

@@ -10,8 +10,10 @@ ever unpickled or executed. What the header says about a model is :mod:`gapx.ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -129,3 +131,45 @@ def _check_manifest(header: dict, arrays: dict, where: str) -> None:
                 f"{where}: array {name!r} has shape {array.shape} dtype {array.dtype}, "
                 f"expected {shape} {dtype}"
             )
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Context giving a temporary path beside ``path`` to write a file to.
+
+    When the block ends without error the file there is flushed to disk (fsync) and renamed over
+    ``path`` (``os.replace``, then the folder is synced too), so ``path`` holds either its old
+    content or the complete new one, whatever happens meanwhile (a kill, a full disk); on error
+    the temporary file is removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; give it a plain file's mode
+    try:
+        yield temporary
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    sync_folder(folder)
+
+
+def sync_folder(folder) -> None:
+    """fsync a folder, so that files created or renamed in it survive a crash (POSIX)."""
+    if os.name != "posix":  # pragma: no cover - Windows cannot open folders
+        return
+    fd = os.open(os.fspath(folder), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -26,6 +26,34 @@ def thermalize(atoms, temperature: float, rng) -> None:
         velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
 
 
+def start_velocities(atoms, temperature: float, rng) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature`` K without centre-of-mass motion (nor, for a
+    non-periodic system, rotation)."""
+    thermalize(atoms, temperature, rng)
+    Stationary(atoms)
+    if not any(atoms.pbc):
+        ZeroRotation(atoms)
+
+
+def langevin(atoms, timestep: float, temperature: float, friction: float, rng) -> Langevin:
+    """Langevin dynamics of ``atoms`` (modified in place: a FixCom constraint is set).
+
+    ``timestep`` in fs, ``temperature`` in K, ``friction`` in 1/fs; ``rng`` (a NumPy Generator)
+    draws the random forces, so its state and the atoms' positions and momenta determine the
+    trajectory.
+    """
+    # ASE deprecates Langevin(fixcm=True); a FixCom constraint on our copy does the same.
+    atoms.set_constraint(FixCom())
+    return Langevin(
+        atoms,
+        timestep=timestep * units.fs,
+        temperature_K=temperature,
+        friction=friction / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+
+
 def run_md(
     atoms,
     calc,
@@ -54,23 +82,11 @@ def run_md(
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     if init_velocities:
-        thermalize(atoms, temperature, rng)
-        Stationary(atoms)
-        if not any(atoms.pbc):
-            ZeroRotation(atoms)
+        start_velocities(atoms, temperature, rng)
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=timestep * units.fs)
     elif ensemble == "langevin":
-        # ASE deprecates Langevin(fixcm=True); a FixCom constraint on our copy does the same.
-        atoms.set_constraint(FixCom())
-        dyn = Langevin(
-            atoms,
-            timestep=timestep * units.fs,
-            temperature_K=temperature,
-            friction=friction / units.fs,
-            fixcm=False,
-            rng=rng,
-        )
+        dyn = langevin(atoms, timestep, temperature, friction, rng)
     else:
         raise ValueError(f"unknown ensemble {ensemble!r}; valid: {', '.join(ENSEMBLES)}")
 

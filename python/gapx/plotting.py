@@ -123,3 +123,45 @@ def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
     coverage.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def learning_plot(
+    log: dict, calls: dict, threshold: float, path: str, std_label: str = "max predicted force std"
+) -> None:
+    """Write a PNG of an on-the-fly learning run.
+
+    Top: the max predicted force std at every checked step, the threshold, the steps where the
+    oracle was called, and at those steps the actual max force error of the model before the
+    update (eV/Å). Bottom: the MD temperature. ``log`` has arrays ``step``, ``max_force_std``,
+    ``temperature_K``, ``oracle_called`` (the run's ``log.csv``); ``calls`` has ``step`` and
+    ``max_force_error`` of each oracle call (NaN where there was no model yet); ``std_label``
+    names the std curve.
+    """
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 6), sharex=True, height_ratios=(2, 1), constrained_layout=True
+    )
+    steps = np.asarray(log["step"], dtype=float)
+    std = np.asarray(log["max_force_std"], dtype=float)
+    top.plot(steps, std, lw=0.9, color="C0", label=std_label)
+    top.axhline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:g} eV/Å")
+    call_steps = np.asarray(calls["step"], dtype=float)
+    errors = np.asarray(calls["max_force_error"], dtype=float)
+    for n, step in enumerate(call_steps):
+        top.axvline(step, color="C3", lw=0.5, alpha=0.35, label="oracle call" if n == 0 else None)
+    known = np.isfinite(errors)
+    if known.any():
+        top.scatter(
+            call_steps[known], errors[known], color="C3", s=14, zorder=3,
+            label="actual max force error at the call",
+        )  # fmt: skip
+    if np.any(std > 0) or known.any():
+        top.set_yscale("log")
+    top.set_ylabel("eV/Å")
+    top.set_title(f"on-the-fly learning: {len(call_steps)} oracle calls")
+    top.legend(fontsize=8, loc="upper right")
+    bottom.plot(steps, np.asarray(log["temperature_K"], dtype=float), lw=0.8, color="C2")
+    bottom.set_ylabel("temperature (K)")
+    bottom.set_xlabel("MD step")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,4 +1,5 @@
-"""Sparse-point selection among a kind's training rows: CUR (leverage scores), FPS, random."""
+"""Sparse-point selection among a kind's training rows: CUR (leverage scores), FPS, random, and
+the rows a given sparse set represents worst (greedy residual variance, for adding points)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,49 @@ def _farthest_points(X: np.ndarray, n_sparse: int, rng: np.random.Generator) -> 
         min_sq[chosen[:k]] = -np.inf
         chosen[k] = int(np.argmax(min_sq))
     return chosen
+
+
+def residual_variance_rows(
+    kernel,
+    X: np.ndarray,
+    delta: float,
+    n: int,
+    tolerance: float,
+    points: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of up to ``n`` rows of ``X`` (n_rows, F) to add to a sparse set, greedily.
+
+    Each pick is the row whose local energy the sparse set represents worst: the largest
+    residual prior variance ``delta^2 k(x, x) - k_xM K_MM^-1 k_Mx`` (the Nystroem error, what
+    the projected-process posterior cannot learn about x whatever the data) given the set's
+    ``points`` (M, F) with ``K_MM = factor factor^T`` and the rows already picked: a partial
+    pivoted Cholesky of the candidates' kernel, conditioned on the set. Picking stops early when
+    the largest residual falls to ``tolerance`` times the largest prior variance among the
+    candidates, which also keeps K_MM well conditioned (a duplicate row has residual 0).
+    Deterministic (ties go to the first row).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    d2 = delta**2
+    prior = d2 * kernel.diag(X)
+    residual = prior.copy()
+    V = np.zeros((0, X.shape[0]))
+    if points is not None and points.shape[0]:
+        V = scipy.linalg.solve_triangular(
+            factor, d2 * kernel(points, X), lower=True, check_finite=False
+        )
+        residual -= np.sum(V * V, axis=0)
+    floor = tolerance * (float(prior.max()) if prior.size else 0.0)
+    chosen: list[int] = []
+    picked = np.zeros((0, X.shape[0]))
+    for _ in range(min(n, X.shape[0])):
+        j = int(np.argmax(residual))
+        if not residual[j] > floor:
+            break
+        row = d2 * kernel(X[j : j + 1], X)[0] - V[:, j] @ V - picked[:, j] @ picked
+        row /= np.sqrt(residual[j])
+        residual -= row * row
+        residual[j] = -np.inf
+        picked = np.vstack([picked, row])
+        chosen.append(j)
+    return np.array(chosen, dtype=np.int64)
