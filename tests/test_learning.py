@@ -24,7 +24,7 @@ from gapx.cli import main
 from gapx.gp.selection import residual_variance_rows
 from gapx.kernels import DotProduct
 from gapx.learning import IncrementalFit, LearningError, OnTheFly
-from gapx.learning.onthefly import STAND_IN, max_force_std
+from gapx.learning.onthefly import max_force_std
 from gapx.learning.run_files import RunFolder
 
 # An updated model must equal a from-scratch fit on the same frames and sparse points.
@@ -193,12 +193,9 @@ def test_residual_variance_picks_the_novel_row_first_and_no_duplicate(rng):
     assert alone.tolist() == [0]
 
 
-def test_max_force_std_switches_to_forces_std_when_predict_has_it():
-    energies_std = np.array([0.01, 0.03])
-    assert max_force_std({"energies_std": energies_std}) == (0.03, STAND_IN)
+def test_max_force_std_is_the_largest_force_component_std():
     forces_std = np.array([[0.1, 0.2, 0.05], [0.0, 0.3, 0.1]])
-    prediction = {"energies_std": energies_std, "forces_std": forces_std}
-    assert max_force_std(prediction) == (0.3, "forces_std")
+    assert max_force_std({"energies_std": np.array([0.01, 0.5]), "forces_std": forces_std}) == 0.3
 
 
 def test_run_folder_cuts_a_partial_journal_frame(tmp_path):

@@ -125,17 +125,14 @@ def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
     plt.close(fig)
 
 
-def learning_plot(
-    log: dict, calls: dict, threshold: float, path: str, std_label: str = "max predicted force std"
-) -> None:
+def learning_plot(log: dict, calls: dict, threshold: float, path: str) -> None:
     """Write a PNG of an on-the-fly learning run.
 
     Top: the max predicted force std at every checked step, the threshold, the steps where the
     oracle was called, and at those steps the actual max force error of the model before the
     update (eV/Å). Bottom: the MD temperature. ``log`` has arrays ``step``, ``max_force_std``,
     ``temperature_K``, ``oracle_called`` (the run's ``log.csv``); ``calls`` has ``step`` and
-    ``max_force_error`` of each oracle call (NaN where there was no model yet); ``std_label``
-    names the std curve.
+    ``max_force_error`` of each oracle call (NaN where there was no model yet).
     """
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(
@@ -143,7 +140,7 @@ def learning_plot(
     )
     steps = np.asarray(log["step"], dtype=float)
     std = np.asarray(log["max_force_std"], dtype=float)
-    top.plot(steps, std, lw=0.9, color="C0", label=std_label)
+    top.plot(steps, std, lw=0.9, color="C0", label="max predicted force std")
     top.axhline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:g} eV/Å")
     call_steps = np.asarray(calls["step"], dtype=float)
     errors = np.asarray(calls["max_force_error"], dtype=float)

@@ -238,11 +238,10 @@ def run(args) -> int:
         )
         return 130
     std = summary["last_max_force_std"]
-    note = "" if summary["std_source"] in (None, "forces_std") else f" ({summary['std_source']})"
     sparse = ", ".join(f"{k} {v}" for k, v in summary["n_sparse"].items())
     print(
         f"learned to step {summary['steps']}: {summary['n_calls']} oracle calls "
-        f"({summary['calls_this_run']} in this run); last max force std {std:.4g} eV/A{note}"
+        f"({summary['calls_this_run']} in this run); last max force std {std:.4g} eV/A"
     )
     print(f"sparse points: {sparse}")
     print(f"model written to {folder.model}; calls in {folder.calls}; plot {folder.plot}")

@@ -38,10 +38,6 @@ from .run_files import RunFolder
 
 logger = logging.getLogger("gapx")
 
-#: Length (Å) turning a local-energy std into the stand-in force std (see max_force_std).
-STAND_IN_LENGTH = 1.0
-STAND_IN = "stand-in: energies_std / 1 Å"
-
 #: Settings that determine the trajectory: a resumed run must use the values it started with.
 DYNAMICS_SETTINGS = (
     "threshold",
@@ -58,18 +54,9 @@ DYNAMICS_SETTINGS = (
 )
 
 
-def max_force_std(prediction: dict) -> tuple[float, str]:
-    """The largest predicted force-component std (eV/Å) of ``model.predict(atoms, std=True)``
-    and where it came from.
-
-    ``forces_std`` (n_atoms, 3) is used whenever the prediction has it. Until then a
-    STAND-IN: each atom's local-energy std divided by ``STAND_IN_LENGTH`` (1 Å), a proxy in the
-    right units that ranks structures as the energy uncertainty does but is not a force std;
-    the source string says which one was used.
-    """
-    if "forces_std" in prediction:
-        return float(np.max(prediction["forces_std"])), "forces_std"
-    return float(np.max(prediction["energies_std"])) / STAND_IN_LENGTH, STAND_IN
+def max_force_std(prediction: dict) -> float:
+    """The largest predicted force-component std (eV/Å) of ``model.predict(atoms, std=True)``."""
+    return float(np.max(prediction["forces_std"]))
 
 
 def _header_settings(model) -> dict:
@@ -173,7 +160,6 @@ class OnTheFly:
         self.new_sparse_per_frame = new_sparse_per_frame
         self.sparse_tolerance = sparse_tolerance
         self.progress = bool(progress)
-        self._std_source = None
 
     def _settings(self) -> dict:
         return {
@@ -323,7 +309,6 @@ class OnTheFly:
             "n_calls": run.n_calls,
             "calls_this_run": run.made,
             "last_max_force_std": run.last_std,
-            "std_source": self._std_source,
             "n_sparse": self.model.summary.get("n_sparse", {}),
             "directory": self.directory,
         }
@@ -334,7 +319,7 @@ class OnTheFly:
         if run.step % self.std_interval:
             return
         prediction = self._predict(run.atoms, run.step)
-        run.last_std, self._std_source = max_force_std(prediction)
+        run.last_std = max_force_std(prediction)
         temperature = run.atoms.get_temperature()
         allowed = (run.last_call is None or run.step - run.last_call >= self.min_interval) and (
             self.max_calls is None or run.n_calls < self.max_calls
@@ -367,7 +352,7 @@ class OnTheFly:
             run.last_std = float(frame.info["learn_max_force_std"])
         else:
             prediction = self._predict(run.atoms, run.step)
-            run.last_std, self._std_source = max_force_std(prediction)
+            run.last_std = max_force_std(prediction)
             frame = self._oracle_label(run.atoms)
             error = np.abs(frame.get_forces() - prediction["forces"])
             frame.info.update(
@@ -451,8 +436,6 @@ class OnTheFly:
                 },
                 self.threshold,
                 folder.plot,
-                std_label="max predicted force std"
-                + (f" ({self._std_source})" if self._std_source == STAND_IN else ""),
             )
         except Exception as error:  # a plot must never hide why a run stopped
             logger.warning("could not write %s: %s", folder.plot, error)
