@@ -165,8 +165,10 @@ def assemble_block(
             target = (
                 start[:, None] + 3 * layout.atom_local[atom][:, None] + np.arange(3)[None, :]
             ).reshape(-1)
-            # Force = -dE/dr.
-            K[:, cols] += _scatter(target, layout.n_obs, target.size, -d2) @ dk
+            # Force = -dE/dr; only the chunk's rows are touched (a full-height product per chunk
+            # would make the assembly quadratic in atoms).
+            touched, local_target = np.unique(target, return_inverse=True)
+            K[touched, cols] += _scatter(local_target, touched.size, target.size, -d2) @ dk
 
         vstart = layout.virial_row[frames]
         if np.any(vstart >= 0):
