@@ -224,7 +224,7 @@ def optimize_hyperparameters(model, frames, client=None) -> EvidenceResult:
         jac=True,
         method="L-BFGS-B",
         bounds=[(v - span, v + span) for v in x0],
-        options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-7},
+        options={"maxiter": 100, "ftol": 1e-10, "gtol": 1e-6},
     )
     x = result.x if result.fun <= objective(x0)[0] else x0
     sigmas = dict(zip([names[k] for k in free], np.exp(x[n_terms:]).tolist(), strict=True))
