@@ -253,8 +253,9 @@ class _PhaseClock:
         self._wall, self._cpu = wall, cpu
 
 
-def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, list, dict]:
-    """The frames a fit uses, their targets and e0: ``(fit_frames, targets, e0)``.
+def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, list, dict, list]:
+    """The frames a fit uses, their targets, e0 and labels: ``(fit_frames, targets, e0,
+    fit_labels)``.
 
     Labels are read and checked, overlapping atoms refused (naming the frame), isolated-atom
     frames dropped when they define e0, and e0 computed by the model's method unless given
@@ -283,7 +284,8 @@ def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, li
         if missing:
             raise ValueError(f"species {missing} have no e0 (the given e0 covers {sorted(e0)})")
     fit_frames = [frames[n] for n in fit_index]
-    return fit_frames, _targets(model, fit_frames, [labels[n] for n in fit_index], e0), e0
+    fit_labels = [labels[n] for n in fit_index]
+    return fit_frames, _targets(model, fit_frames, fit_labels, e0), e0, fit_labels
 
 
 def fit(model, frames, client=None, *, e0=None, sparse_points=None) -> FittedState:
@@ -296,7 +298,7 @@ def fit(model, frames, client=None, *, e0=None, sparse_points=None) -> FittedSta
     """
     start = time.perf_counter()
     clock = _PhaseClock()
-    fit_frames, targets, e0 = prepare(model, frames, e0)
+    fit_frames, targets, e0, _ = prepare(model, frames, e0)
 
     gradient_bytes = blocks.gradient_bytes(fit_frames, model.terms)
     if sparse_points is None:

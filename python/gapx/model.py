@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -10,7 +11,7 @@ import scipy.sparse
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from . import fitting, serialization, uncertainty
+from . import fitting, hyperparameters, serialization, uncertainty
 from .fitting import E0_METHODS, FittedState
 from .gp.predictive import predictive_variances
 from .io import read_model_file, write_model_file
@@ -21,6 +22,8 @@ from .validation import positive_number
 
 #: ``GAP.predict(std=...)``: none, all, or the energies' standard deviations only.
 STD_MODES = (False, True, "energy")
+#: ``GAP(optimize=...)``: fit with the given hyperparameters, or optimise them by the evidence.
+OPTIMIZE_MODES = (None, "evidence")
 
 
 class GAP:
@@ -55,6 +58,12 @@ class GAP:
         Bytes of descriptor gradients and design rows held at once while assembling.
     verbose : bool
         Print the fit summary and show progress bars.
+    optimize : None or "evidence"
+        ``"evidence"``: before each fit, choose delta per term and the noise sigmas (per
+        config_type when the frames have one) by maximising the sparse GP's evidence
+        (:func:`gapx.hyperparameters.optimize_hyperparameters`), then fit with them; the model
+        keeps the values found and ``summary["evidence"]`` reports them with the evidence before
+        and after.
     """
 
     def __init__(
@@ -76,6 +85,7 @@ class GAP:
         baseline=None,
         block_memory: float = 256e6,
         verbose: bool = True,
+        optimize: str | None = None,
     ):
         if not isinstance(terms, (list, tuple)):
             terms = [terms]
@@ -122,6 +132,9 @@ class GAP:
         self.baseline = baseline
         self.block_memory = positive_number("block_memory", block_memory)
         self.verbose = bool(verbose)
+        if optimize not in OPTIMIZE_MODES:
+            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, got {optimize!r}")
+        self.optimize = optimize
         self.e0: dict[str, float] | None = None
         self.sparse_sets = []
         self.alpha: np.ndarray | None = None
@@ -146,7 +159,17 @@ class GAP:
         a fit that raises leaves the model exactly as it was. A completed fit resets
         ``calibration`` to None: the calibration was of the previous fit's stds.
         """
-        self._adopt(fitting.fit(self, frames, client=client))
+        if self.optimize != "evidence":
+            self._adopt(fitting.fit(self, frames, client=client))
+            return self.summary
+        frames = list(frames)
+        found = hyperparameters.optimize_hyperparameters(self, frames, client=client)
+        trial = copy.copy(self)
+        hyperparameters.apply(trial, found)
+        state = fitting.fit(trial, frames, client=client)
+        state.summary["evidence"] = found.report()
+        hyperparameters.apply(self, found)
+        self._adopt(state)
         return self.summary
 
     def _adopt(self, state: FittedState) -> None:

@@ -161,4 +161,64 @@ def learning_plot(log: dict, calls: dict, threshold: float, path: str) -> None:
     bottom.set_ylabel("temperature (K)")
     bottom.set_xlabel("MD step")
     fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def hyperparameter_plot(trials: list[dict], path: str) -> None:
+    """Write a PNG of the CV force and energy MAE of every trial against each hyperparameter
+    (``trials`` as in ``gapx tune``'s report)."""
+    plt = _pyplot()
+    names = list(trials[0]["params"]) if trials else []
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(names)),
+        figsize=(3 * max(1, len(names)), 3.2),
+        constrained_layout=True,
+        squeeze=False,
+    )
+    for ax, name in zip(axes[0], names, strict=False):
+        x = [float(t["params"][name]) for t in trials]
+        for key, colour, label in (
+            ("force_mae", "C3", "F (meV/Å)"),
+            ("energy_mae", "C0", "E (meV/atom)"),
+        ):
+            y = [1000 * t[key] if t[key] is not None else np.nan for t in trials]
+            ax.scatter(x, y, s=12, color=colour, label=label)
+        ax.set_xlabel(name)
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("CV MAE")
+    axes[0][0].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def learning_curve_plot(curves: dict, path: str) -> None:
+    """Write a PNG of the CV energy and force MAE (overall and per config_type) against the
+    number of training frames and against n_sparse (``curves`` from gapx tune's report)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key in zip(axes, ("n_frames", "n_sparse"), strict=True):
+        points = curves.get(key, [])
+        if not points:
+            ax.text(0.5, 0.5, f"no {key} curve (budget)", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        x = [p[key] for p in points]
+        for q, colour, label in (
+            ("force_mae", "C3", "F (meV/Å)"),
+            ("energy_mae", "C0", "E (meV/atom)"),
+        ):
+            ax.plot(x, [1000 * (p[q] or np.nan) for p in points], "o-", color=colour, label=label)
+            types = sorted({t for p in points for t in p["per_config_type"]})
+            if len(types) > 1:
+                for t in types:
+                    y = [1000 * (p["per_config_type"].get(t, {}).get(q) or np.nan) for p in points]
+                    ax.plot(x, y, ":", color=colour, alpha=0.6, label=f"{label} {t}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training frames per fold" if key == "n_frames" else "n_sparse (SOAP)")
+        ax.set_ylabel("CV MAE")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-TOP_LEVEL_KEYS = ("terms", "fit", "keys", "baseline", "output")
+TOP_LEVEL_KEYS = ("terms", "fit", "keys", "baseline", "output", "tune")  # [tune]: gapx tune only
 
 EXAMPLE_CONFIG = """\
 [[terms]]
@@ -267,3 +267,41 @@ def _term_class(kind):
         return registered_class("term", kind)
     except ValueError:
         return None
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise CLIError(f"cannot write {value!r} to a config file")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def format_config(config: dict, header: str = "") -> str:
+    """A config (as :func:`validate_config` returns it) as TOML text that :func:`read_config`
+    reads back to the same tables; ``header`` lines become comments at the top."""
+    lines = [f"# {line}" for line in header.splitlines()]
+
+    def table(name: str, values: dict, array: bool = False) -> None:
+        plain = {k: v for k, v in values.items() if not isinstance(v, dict) and v is not None}
+        lines.append("")
+        lines.append(f"[[{name}]]" if array else f"[{name}]")
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in plain.items())
+        for key, sub in values.items():
+            if isinstance(sub, dict):
+                table(f"{name}.{_toml_key(key)}", sub)
+
+    for term in config["terms"]:
+        table("terms", term, array=True)
+    for section in ("fit", "keys", "baseline", "output", "tune"):
+        if config.get(section):
+            table(section, config[section])
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -158,7 +158,7 @@ class IncrementalFit:
         more than one, yet count against every later update's cost)."""
         learner = cls(model, **options)
         frames = list(frames)
-        fit_frames, targets, learner.e0 = fitting.prepare(model, frames, e0)
+        fit_frames, targets, learner.e0, _ = fitting.prepare(model, frames, e0)
         gradient_bytes = blocks.gradient_bytes(fit_frames, model.terms)
         if sparse_points is None:
             chosen = fitting.select_sparse_sets(model, fit_frames, gradient_bytes)
@@ -183,7 +183,7 @@ class IncrementalFit:
         """
         start = time.perf_counter()
         frames = list(frames)
-        fit_frames, targets, _ = fitting.prepare(self.model, frames, self.e0)
+        fit_frames, targets, _, _ = fitting.prepare(self.model, frames, self.e0)
         stacked = blocks.stacked_rows(self.model.terms, fit_frames)
         additions = self._new_points(stacked, len(fit_frames))
         saved = (self.sparse_sets, [b.rows for b in self._blocks], self._solver, dict(self.stats))
@@ -389,7 +389,7 @@ class IncrementalFit:
             raise ValueError(f"the checkpoint holds {n_given} frames, {len(frames)} given")
         start = 0
         for n_input, sizes in meta["groups"]:
-            fit_frames, targets, _ = fitting.prepare(
+            fit_frames, targets, _, _ = fitting.prepare(
                 model, frames[start : start + n_input], learner.e0
             )
             if sum(sizes) != len(fit_frames):
