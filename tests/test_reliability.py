@@ -7,9 +7,13 @@ a regression fails the test instead of killing the run.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -118,3 +122,116 @@ def test_failed_refit_leaves_the_model_exactly_as_it_was(fitted):
     assert after["summary"] == before["summary"]
     assert after["calibration"] is before["calibration"]
     assert_same_predictions(predictions(model, fitted["probe"]), fitted["predictions_a"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. atomic writes
+
+SAVE_UNDER_LIMIT = """
+import json, os, resource, sys
+import gapx
+source, target, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = gapx.load(source)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+outcomes = []
+for limit in limits:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        model.save(target)
+        outcome = "saved"
+    except OSError as error:  # EFBIG: Python ignores SIGXFSZ, so the write fails instead
+        outcome = f"failed: {error.strerror}"
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    leftovers = sorted(n for n in os.listdir(os.path.dirname(target)) if n.endswith(".tmp"))
+    outcomes.append({"limit": limit, "outcome": outcome, "leftovers": leftovers})
+print(json.dumps(outcomes))
+"""
+
+
+def test_save_interrupted_at_random_byte_counts_keeps_the_old_model(fitted, tmp_path):
+    target = tmp_path / "model.gapx"
+    target.write_bytes(fitted["a"].read_bytes())
+    size = fitted["b"].stat().st_size
+    rng = np.random.default_rng(2)
+    limits = [0, 1, *sorted(int(n) for n in rng.integers(2, size, 8)), size - 1]
+    result = run_python(SAVE_UNDER_LIMIT, fitted["b"], target, json.dumps(limits))
+    assert result.returncode == 0, result.stderr
+    outcomes = json.loads(result.stdout)
+    assert [o["limit"] for o in outcomes] == limits
+    for outcome in outcomes:
+        assert outcome["outcome"] == "failed: File too large", outcome
+        assert outcome["leftovers"] == [], outcome  # the temporary file is removed
+    # Every attempt failed part-way: the target still holds the old model, bit for bit.
+    assert target.read_bytes() == fitted["a"].read_bytes()
+    assert_same_predictions(
+        predictions(gapx.load(target), fitted["probe"]), fitted["predictions_a"]
+    )
+    # With room enough the same save completes and the target holds the new model.
+    result = run_python(SAVE_UNDER_LIMIT, fitted["b"], target, json.dumps([size + 4096]))
+    assert json.loads(result.stdout)[0]["outcome"] == "saved", result.stderr
+    assert_same_predictions(
+        predictions(gapx.load(target), fitted["probe"]), fitted["predictions_b"]
+    )
+
+
+SAVE_FOREVER = """
+import sys
+import gapx
+models = [gapx.load(sys.argv[1]), gapx.load(sys.argv[2])]
+print("ready", flush=True)
+n = 0
+while True:
+    models[n % 2].save(sys.argv[3])
+    n += 1
+"""
+
+
+def test_writer_killed_mid_save_leaves_a_valid_model(fitted, tmp_path):
+    target = tmp_path / "model.gapx"
+    target.write_bytes(fitted["a"].read_bytes())
+    expected = (fitted["predictions_a"], fitted["predictions_b"])
+    rng = np.random.default_rng(3)
+    for delay in rng.uniform(0.0, 0.3, 3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(SAVE_FOREVER), fitted["a"], fitted["b"], target],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(TIMEOUT)
+            child.stdout.close()
+        loaded = predictions(gapx.load(target), fitted["probe"])
+        matches = []
+        for reference in expected:
+            try:
+                assert_same_predictions(loaded, reference)
+                matches.append(True)
+            except AssertionError:
+                matches.append(False)
+        assert any(matches), "the target holds neither model after the writer was killed"
+
+
+def test_atomic_write_removes_its_temporary_file_on_error(tmp_path):
+    from gapx.io import atomic_write
+
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def interrupted_write():
+        with atomic_write(target, "w") as handle:
+            handle.write("partial")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        interrupted_write()
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["report.json"]
+    with atomic_write(target, "w") as handle:
+        handle.write("new")
+    assert target.read_text() == "new"
+    assert os.listdir(tmp_path) == ["report.json"]

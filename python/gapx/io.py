@@ -1,4 +1,4 @@
-"""The model-file container: one zip archive of a JSON header and plain numeric arrays.
+"""The model-file container, and atomic writes of every file gapx writes.
 
 A model file is one zip archive written by ``numpy.savez`` holding plain numeric arrays and a JSON
 header stored as a ``uint8`` array named ``__header__``. The header carries the format version,
@@ -6,12 +6,19 @@ the gapx version, the model hyperparameters, species, e0, the terms' and the bas
 ``to_dict()``, a training summary, and a manifest (name, shape, dtype) of every array. Reading
 uses ``np.load(..., allow_pickle=False)`` and checks everything against the manifest; nothing is
 ever unpickled or executed. What the header says about a model is :mod:`gapx.serialization`'s.
+
+:func:`atomic_write` is how gapx writes files: into a temporary file in the target's folder,
+flushed and fsynced, then renamed onto the target, so the target is either its old content or the
+complete new one, whatever happens during the write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -24,8 +31,66 @@ HEADER = "__header__"
 _ALLOWED_KINDS = "biuf"
 
 
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a file object that replaces ``path`` only if the ``with`` block completes.
+
+    The data go to a temporary file in ``path``'s folder (``.<name>.<random>.tmp``), which is
+    flushed, fsynced and then renamed onto ``path`` (``os.replace``, atomic on POSIX and
+    Windows): a reader sees the old file or the new one, never a part. When the block raises
+    (full disk, a file-size limit, any error), the temporary file is removed and ``path`` is
+    untouched. A writer killed outright leaves at most the temporary file. ``mode`` is ``"wb"``
+    or ``"w"`` (UTF-8 text). The new file gets the permissions of the file it replaces, or those
+    ``open`` would give a new one.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        mode_bits = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode_bits = None
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+    kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+    try:
+        with open(fd, mode, **kwargs) as handle:
+            if mode_bits is not None:
+                os.chmod(temporary, mode_bits)
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``header`` (JSON-serialisable) and numeric ``arrays`` to ``path`` (exact name)."""
+    """Write ``header`` (JSON-serialisable) and numeric ``arrays`` to ``path`` (exact name),
+    atomically (:func:`atomic_write`)."""
     manifest = {}
     clean = {}
     for name, value in arrays.items():
@@ -41,7 +106,7 @@ def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
     text = json.dumps(full, sort_keys=True, allow_nan=False)
     clean[HEADER] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     # A file object keeps numpy from appending ".npz" to the name.
-    with open(os.fspath(path), "wb") as handle:
+    with atomic_write(path, "wb") as handle:
         np.savez(handle, **clean)
 
 

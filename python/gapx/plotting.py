@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -12,6 +14,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: str) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically, and close it."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def parity_plot(parity: dict, path: str) -> None:
@@ -49,8 +60,7 @@ def parity_plot(parity: dict, path: str) -> None:
         ax.set_title(f"{name}: RMSE {1000 * rmse:.2f} {unit}")
         if len(set(types)) > 1:
             ax.legend(markerscale=3, fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
@@ -121,5 +131,4 @@ def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
     coverage.set_ylabel("observed coverage")
     coverage.set_title("central-interval coverage")
     coverage.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)

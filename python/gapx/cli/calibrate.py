@@ -6,6 +6,7 @@ import json
 import os
 
 from ..dataset import data_summary, format_summary, read_frames
+from ..io import atomic_write
 from ..plotting import calibration_plot
 from ..uncertainty import calibrate, format_calibration, format_metrics_table
 from .common import EXIT_OK, add_evaluation_options, load_model, thread_limit
@@ -48,7 +49,7 @@ def run(args) -> int:
     model.save(args.output)
     print(f"calibrated model written to {args.output}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_write(args.json, "w") as handle:
             json.dump({"model": args.model, "data": args.data, **report}, handle, indent=2)
         print(f"calibration written to {args.json}")
     if args.plots:

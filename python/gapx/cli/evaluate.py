@@ -7,6 +7,7 @@ import os
 
 from ..dataset import data_summary, format_summary, read_frames
 from ..evaluation import evaluate, format_error_table
+from ..io import atomic_write
 from ..labels import DEFAULT_KEYS
 from ..plotting import parity_plot
 from ..uncertainty import format_metrics_table
@@ -65,7 +66,7 @@ def run(args) -> int:
         stds = "calibrated" if model.calibration is not None else "predicted"
         print(format_metrics_table({stds: result["uncertainty"]}))
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_write(args.json, "w") as handle:
             json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)
         print(f"errors written to {args.json}")
     if args.plots:
