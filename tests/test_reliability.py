@@ -235,3 +235,145 @@ def test_atomic_write_removes_its_temporary_file_on_error(tmp_path):
         handle.write("new")
     assert target.read_text() == "new"
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. model files that would allocate or inflate without bound
+
+
+def _npy_header(shape, dtype="<f8") -> bytes:
+    """The bytes numpy writes before the data of an array (format 1.0)."""
+    import io
+
+    buffer = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _copy_model(source, target, *, header=None, replace=None, skip_header=False, mode="w"):
+    """Copy a model file member by member: ``header`` replaces the JSON header, ``replace``
+    maps member names to new bytes."""
+    import zipfile
+
+    from gapx.io import HEADER
+
+    replace = replace or {}
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, mode) as zout:
+        for item in zin.infolist():
+            if item.filename == HEADER + ".npy":
+                if skip_header:
+                    continue
+                if header is not None:
+                    text = json.dumps(header).encode()
+                    data = _npy_header((len(text),), "|u1") + text
+                    zout.writestr(item.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+                    continue
+            zout.writestr(item, replace.get(item.filename, zin.read(item.filename)))
+
+
+def _traced_load(path):
+    """``gapx.load(path)``'s exception and the peak of Python and numpy allocations (bytes)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="model file") as error:
+            gapx.load(path)
+        return str(error.value), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+PEAK_BYTES = 50 * 2**20  # a refusal allocates next to nothing
+
+
+def test_member_claiming_1e12_elements_is_refused_before_allocation(fitted, tmp_path):
+    from gapx.io import read_model_file
+
+    header, _ = read_model_file(fitted["a"])
+    n = len(header["arrays"]["alpha"]["shape"]) and header["arrays"]["alpha"]["shape"][0]
+    claim = _npy_header((10**12,)) + bytes(8 * n)
+    # The member's own .npy header claims 1e12 elements (its size is what the manifest needs).
+    _copy_model(fitted["a"], tmp_path / "npy.gapx", replace={"alpha.npy": claim})
+    message, peak = _traced_load(tmp_path / "npy.gapx")
+    assert "array 'alpha' has shape (1000000000000,)" in message
+    assert peak < PEAK_BYTES
+    # The manifest claims it too.
+    header["arrays"]["alpha"]["shape"] = [10**12]
+    _copy_model(
+        fitted["a"], tmp_path / "manifest.gapx", header=header, replace={"alpha.npy": claim}
+    )
+    message, peak = _traced_load(tmp_path / "manifest.gapx")
+    assert "array 'alpha' declares 1000000000000 elements, more than the" in message
+    assert peak < PEAK_BYTES
+
+
+BOMB_BYTES = 1100 * 2**20  # inflated size of the zip bomb member
+
+
+def _add_bomb(path, name: str, n_values: int) -> None:
+    """Append a member ``name`` of ``n_values`` float64 zeros, deflated as it is written (the
+    inflated data never exist: ~1 MB on disk)."""
+    import zipfile
+
+    chunk = bytes(2**24)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(name, "w", force_zip64=True) as handle:
+            handle.write(_npy_header((n_values,)))
+            left = 8 * n_values
+            while left:
+                handle.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+
+
+def _append_header(path, header: dict) -> None:
+    import zipfile
+
+    text = json.dumps(header).encode()
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("__header__.npy", _npy_header((len(text),), "|u1") + text)
+
+
+def test_small_file_inflating_to_a_gigabyte_is_refused_unread(fitted, tmp_path):
+    import shutil
+    import zipfile
+
+    from gapx.io import read_model_file
+
+    header, _ = read_model_file(fitted["a"])
+    n_values = BOMB_BYTES // 8
+    bomb = tmp_path / "bomb.zip"  # every member of a good file but the header, alpha a bomb
+    with zipfile.ZipFile(fitted["a"]) as zin, zipfile.ZipFile(bomb, "w") as zout:
+        for item in zin.infolist():
+            if item.filename not in ("alpha.npy", "__header__.npy"):
+                zout.writestr(item, zin.read(item.filename))
+    _add_bomb(bomb, "alpha.npy", n_values)
+    assert bomb.stat().st_size < 5 * 2**20
+    declared = dict(
+        header, arrays=dict(header["arrays"], alpha={"shape": [n_values], "dtype": "<f8"})
+    )
+    # The manifest says what alpha was (34 values), or declares the inflated shape, so that
+    # the size matches: either way the member is refused from the zip directory alone.
+    for name, manifest in (("mismatch", header), ("declared", declared)):
+        path = tmp_path / f"{name}.gapx"
+        shutil.copy(bomb, path)
+        _append_header(path, manifest)
+        message, peak = _traced_load(path)
+        assert "member 'alpha.npy' would inflate from" in message, message
+        assert f"to {8 * n_values + 128} bytes, more than 100 times: not model data" in message
+        assert peak < PEAK_BYTES
+
+
+def test_huge_header_is_refused_unread(fitted, tmp_path):
+    from gapx.io import MAX_HEADER_BYTES, read_model_file
+
+    header, _ = read_model_file(fitted["a"])
+    # Random text: it does not compress, so the size cap, not the ratio, refuses it.
+    header["training"]["padding"] = np.random.default_rng(0).bytes(MAX_HEADER_BYTES // 2 + 2**14).hex()
+    path = tmp_path / "header.gapx"
+    _copy_model(fitted["a"], path, header=header)
+    message, peak = _traced_load(path)
+    assert "(the header) inflates to" in message
+    assert "more than the 16777216 bytes a header may have" in message
+    assert peak < PEAK_BYTES
