@@ -238,6 +238,41 @@ def test_atomic_write_removes_its_temporary_file_on_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# 3. thread counts are a runtime setting, not in model files
+
+PREDICT_FILE = """
+import sys
+import numpy as np
+import gapx
+from structures import random_cu_al_cells
+model = gapx.load(sys.argv[1])
+out = model.predict(random_cu_al_cells(np.random.default_rng(0), 1)[0])
+print(repr([t.to_dict().get("n_threads") for t in model.terms]), np.isfinite(out["energy"]))
+"""
+
+
+def test_model_file_storing_100000_threads_loads_and_predicts(fitted, tmp_path):
+    from gapx import serialization
+    from gapx.io import read_model_file, write_model_file
+
+    header, arrays = read_model_file(fitted["a"])
+    assert all("n_threads" not in term for term in header["terms"])  # not written any more
+    for term in header["terms"]:
+        if term["type"] == "soap":
+            term["n_threads"] = 100000  # as gapx wrote it before: a segfault on predict
+    path = tmp_path / "threads.gapx"
+    write_model_file(path, {k: v for k, v in header.items() if k != "arrays"}, arrays)
+    assert serialization.model_header(fitted["model"])["terms"] == [
+        t.to_dict() for t in fitted["model"].terms
+    ]
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {tests!r})\n" + textwrap.dedent(PREDICT_FILE)
+    result = run_python(code, path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[None,", "None]", "True"]
+
+
+# ---------------------------------------------------------------------------------------------
 # 5. model files that would allocate or inflate without bound
 
 
@@ -370,7 +405,9 @@ def test_huge_header_is_refused_unread(fitted, tmp_path):
 
     header, _ = read_model_file(fitted["a"])
     # Random text: it does not compress, so the size cap, not the ratio, refuses it.
-    header["training"]["padding"] = np.random.default_rng(0).bytes(MAX_HEADER_BYTES // 2 + 2**14).hex()
+    header["training"]["padding"] = (
+        np.random.default_rng(0).bytes(MAX_HEADER_BYTES // 2 + 2**14).hex()
+    )
     path = tmp_path / "header.gapx"
     _copy_model(fitted["a"], path, header=header)
     message, peak = _traced_load(path)
