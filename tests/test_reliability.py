@@ -414,3 +414,112 @@ def test_huge_header_is_refused_unread(fitted, tmp_path):
     assert "(the header) inflates to" in message
     assert "more than the 16777216 bytes a header may have" in message
     assert peak < PEAK_BYTES
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. no silent NaN: non-finite values and inconsistent headers are refused on load
+
+
+def _write_raw(path, header: dict, arrays: dict) -> None:
+    """A model file as gapx writes it, but with ``json.dumps``' NaN and Infinity allowed."""
+    import io
+    import zipfile
+
+    header = dict(header)
+    header["arrays"] = {
+        k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()
+    }
+    text = json.dumps(header).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+        archive.writestr("__header__.npy", _npy_header((len(text),), "|u1") + text)
+
+
+def _set(path: str, value):
+    """A mutation setting ``header[path]`` (dotted; list indices as numbers)."""
+
+    def mutate(header, arrays):
+        *parents, last = path.split(".")
+        node = header
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return mutate
+
+
+def _poison(name: str, value=np.nan):
+    def mutate(header, arrays):
+        arrays[name] = arrays[name].copy()
+        arrays[name].flat[arrays[name].size // 2] = value
+
+    return mutate
+
+
+def _rename_e0(header, arrays):
+    header["e0"]["Xx"] = header["e0"].pop("Cu")
+
+
+def _swap_species(header, arrays):
+    header["species"] = header["species"][::-1]
+
+
+def _soap_width(header, arrays):
+    next(t for t in header["terms"] if t["type"] == "soap")["n_max"] = 4
+
+
+# The fixture's sparse sets: 0-2 TwoBody (Al-Al, Al-Cu, Cu-Cu), 3-4 SOAP (Al, Cu; 63 features).
+BAD_FILES = {
+    "nan_weight": (_poison("alpha"), "array 'alpha' has 1 NaN or infinite values"),
+    "inf_R": (_poison("R", np.inf), "array 'R' has 1 NaN or infinite values"),
+    "nan_points": (_poison("sparse_4_points"), "array 'sparse_4_points' has 1 NaN"),
+    "nan_factor": (_poison("sparse_0_factor"), "array 'sparse_0_factor' has 1 NaN"),
+    "nan_e0": (_set("e0.Cu", float("nan")), "e0['Cu'] is nan"),
+    "string_e0": (_set("e0.Cu", "-3.5"), "e0['Cu'] must be a number"),
+    "nan_delta": (_set("sparse_sets.0.delta", float("nan")), "sparse set 0 delta is nan"),
+    "other_delta": (_set("sparse_sets.0.delta", 2.0), "sparse set 0 has delta 2.0, its term"),
+    "inf_jitter": (_set("sparse_sets.1.jitter", float("inf")), "sparse set 1 jitter is inf"),
+    "soap_kind": (_set("sparse_sets.3.kind", 26), "sparse set 3 is of kind 26, which term 1"),
+    "pair_kind": (_set("sparse_sets.0.kind", 13026), "sparse set 0 is of kind 13026"),
+    "float_kind": (_set("sparse_sets.0.kind", 13013.0), "sparse set 0 kind must be an integer"),
+    "duplicate": (_set("sparse_sets.1.kind", 13013), "term 0 has two sparse sets of kind 13013"),
+    "width": (_soap_width, "sparse set 3 points have 63 features, but term 1 (soap) has 108"),
+    "e0_symbol": (_rename_e0, "e0 keys must be chemical symbols, got ['Xx']"),
+    "species": (_swap_species, "species ['Cu', 'Al'] do not match the e0 keys ['Al', 'Cu']"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_values_and_inconsistent_headers_are_refused_on_load(fitted, tmp_path, case):
+    from gapx.io import read_model_file
+
+    mutate, message = BAD_FILES[case]
+    header, arrays = read_model_file(fitted["a"])
+    mutate(header, arrays)
+    path = tmp_path / f"{case}.gapx"
+    _write_raw(path, header, arrays)
+    with pytest.raises(ValueError, match="model file") as error:
+        gapx.load(path)
+    assert message in str(error.value)
+
+
+def test_gapx_eval_of_a_nan_model_is_a_one_line_error(fitted, tmp_path, capsys):
+    import ase.io
+
+    from gapx.cli import main
+    from gapx.io import read_model_file
+
+    header, arrays = read_model_file(fitted["a"])
+    _poison("alpha")(header, arrays)
+    _write_raw(tmp_path / "nan.gapx", header, arrays)
+    data = tmp_path / "test.xyz"
+    ase.io.write(data, random_cu_al_cells(np.random.default_rng(1), 2), format="extxyz")
+    code = main(["eval", str(tmp_path / "nan.gapx"), str(data)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("gapx eval: error: cannot load model")
+    assert "NaN or infinite values" in err

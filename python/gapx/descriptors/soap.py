@@ -315,6 +315,10 @@ class SOAP:
     def describe_kind(self, kind: int) -> str:
         return f"soap[{chemical_symbols[int(kind)]}]"
 
+    def possible_kinds(self, species) -> set[int]:
+        """Atomic numbers of the ``species`` that are SOAP species."""
+        return {atomic_numbers[s] for s in species if s in self.species}
+
     def select_sparse(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return select_sparse(X, self.n_sparse, self.sparse_method, rng)
 

@@ -107,6 +107,13 @@ class TwoBody:
         low, high = divmod(int(kind), PAIR_KIND_BASE)
         return f"two_body[{chemical_symbols[low]}-{chemical_symbols[high]}]"
 
+    def possible_kinds(self, species) -> set[int]:
+        """Pair codes of every pair of ``species`` (those allowed, when ``species`` is set)."""
+        numbers = sorted(
+            atomic_numbers[s] for s in species if self.species is None or s in self.species
+        )
+        return {a * PAIR_KIND_BASE + b for n, a in enumerate(numbers) for b in numbers[n:]}
+
     def _check_species(self, numbers: np.ndarray) -> None:
         if self.species is None:
             return
