@@ -9,7 +9,14 @@ from ..dataset import data_summary, format_summary, read_frames
 from ..io import atomic_write
 from ..plotting import calibration_plot
 from ..uncertainty import calibrate, format_calibration, format_metrics_table
-from .common import EXIT_OK, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    add_evaluation_options,
+    check_output_dir,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 
 def add_parser(sub) -> None:
@@ -36,6 +43,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_output_file(args.output, "-o")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plots:
+        check_output_dir(args.plots, "--plots")
     model = load_model(args.model)
     frames = read_frames(args.data)
     keys = {name.removesuffix("_key"): value for name, value in model.keys.items()}

@@ -11,7 +11,15 @@ from ..io import atomic_write
 from ..labels import DEFAULT_KEYS
 from ..plotting import parity_plot
 from ..uncertainty import format_metrics_table
-from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    CLIError,
+    add_evaluation_options,
+    check_output_dir,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 
 def add_parser(sub) -> None:
@@ -51,6 +59,10 @@ def _label_keys(assignments) -> dict:
 
 
 def run(args) -> int:
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plots:
+        check_output_dir(args.plots, "--plots")
     model = load_model(args.model)
     keys = _label_keys(args.key)
     frames = read_frames(args.data)
