@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -523,3 +524,87 @@ def test_gapx_eval_of_a_nan_model_is_a_one_line_error(fitted, tmp_path, capsys):
     assert err.count("\n") == 1
     assert err.startswith("gapx eval: error: cannot load model")
     assert "NaN or infinite values" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. smaller ones: atomic numbers, a single frame, bool labels, unused config types
+
+
+@pytest.mark.parametrize("number", [-1, 119, 200, 2**32 + 14])
+def test_atomic_numbers_outside_0_to_118_are_refused(fitted, number):
+    atoms = fitted["probe"].copy()
+    atoms.numbers[1] = number  # 2**32 + 14 was silently Si after the int32 cast
+    atoms.info["energy"] = -10.0
+    message = rf"atomic numbers must be between 0 and 118, got \[{number}\] \(atoms \[1\]\)"
+    with pytest.raises(ValueError, match=message):
+        fitted["model"].predict(atoms)
+    with pytest.raises(ValueError, match=message):
+        gapx.neighbor_list(atoms, 3.0)
+    with pytest.raises(ValueError, match=message):
+        gapx.TwoBody(cutoff=3.0).compute(atoms)
+    with pytest.raises(ValueError, match=message):
+        gapx.SOAP(species=["Al", "Cu"], n_max=2, l_max=1).compute(atoms)
+    with pytest.raises(ValueError, match=message.replace("between 0", "between 1")):
+        small_model().fit([atoms])
+
+
+def test_dummy_atoms_are_geometry_not_species(fitted):
+    atoms = fitted["probe"].copy()
+    atoms.numbers[1] = 0  # ASE's X: neighbour lists take it, models have no such species
+    atoms.info["energy"] = -10.0
+    assert len(gapx.neighbor_list(atoms, 3.0)[0]) > 0
+    with pytest.raises(ValueError, match=r"species \['X'\] are not in the model"):
+        fitted["model"].predict(atoms)
+    with pytest.raises(ValueError, match="atomic numbers must be between 1 and 118, got \\[0\\]"):
+        small_model().fit([atoms])
+
+
+def test_fit_accepts_a_single_atoms_as_one_frame():
+    frame = random_cu_al_cells(np.random.default_rng(5), 1)[0]
+    one, listed = small_model(), small_model()
+    one.fit(frame)
+    listed.fit([frame])
+    assert one.summary["n_frames"] == 1
+    np.testing.assert_array_equal(one.alpha, listed.alpha)
+    with pytest.raises(TypeError, match=r"frames\[1\] is not an ase.Atoms"):
+        small_model().fit([frame, "frame.xyz"])
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "message"),
+    [
+        ("info", "energy", True, "energy is a bool (True), not a number"),
+        ("info", "energy", np.bool_(False), "energy is a bool"),
+        ("arrays", "forces", None, "forces is a bool"),
+        ("info", "energy_sigma", True, "energy_sigma is a bool"),
+    ],
+)
+def test_labels_given_as_bools_are_refused(where, key, value, message):
+    from gapx.labels import extract_labels
+
+    atoms = random_cu_al_cells(np.random.default_rng(5), 1)[0]
+    atoms.calc = None
+    atoms.info["energy"] = -3.0
+    if where == "info":
+        atoms.info[key] = value
+    else:
+        atoms.arrays[key] = np.ones((len(atoms), 3), dtype=bool)
+    with pytest.raises(ValueError, match=re.escape(f"frame 0: {message}")):
+        extract_labels(atoms, 0)
+
+
+def test_settings_given_as_bools_are_refused():
+    with pytest.raises(ValueError, match="delta must be a number, got True"):
+        gapx.TwoBody(delta=True)
+    with pytest.raises(ValueError, match="sigma_energy must be a number, got True"):
+        small_model(sigma_energy=True)
+
+
+def test_config_type_sigma_naming_no_frame_warns():
+    frames = random_cu_al_cells(np.random.default_rng(5), 2)
+    for atoms in frames:
+        atoms.info["config_type"] = "bulk"
+    model = small_model(config_type_sigma={"blk": (0.01, 0.1, 0.1), "bulk": (0.01, 0.1, 0.1)})
+    message = r"entries for \['blk'\], but no frame has that 'config_type'.*\['bulk'\]"
+    with pytest.warns(UserWarning, match=message):
+        model.fit(frames)

@@ -6,9 +6,10 @@ import os
 from collections import Counter
 
 import numpy as np
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 
 from .labels import DEFAULT_KEYS, extract_labels
+from .validation import as_atomic_numbers
 
 
 def read_frames(paths, index: str = ":", format: str | None = None) -> list:
@@ -91,8 +92,12 @@ def data_summary(frames, keys: dict | None = None) -> dict:
     keys = {**DEFAULT_KEYS, **(keys or {})}
     n_atoms = np.array([len(a) for a in frames])
     species = Counter()
-    for atoms in frames:
-        species.update(atoms.get_chemical_symbols())
+    for index, atoms in enumerate(frames):
+        try:
+            numbers = as_atomic_numbers(atoms.numbers)
+        except ValueError as error:
+            raise ValueError(f"frame {index}: {error}") from None
+        species.update(chemical_symbols[z] for z in numbers)
     present = Counter()
     atoms_with_forces = 0
     for index, atoms in enumerate(frames):

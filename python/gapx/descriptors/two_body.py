@@ -12,6 +12,7 @@ from ..kernels import CutoffWeighted, SquaredExponential
 from ..neighbors import StructureContext
 from ..terms import DescriptorGradients, TermRows, gradient_backpropagate
 from ..validation import (
+    as_atomic_numbers,
     as_cutoff,
     chemical_symbols_list,
     described_settings,
@@ -147,7 +148,7 @@ class TwoBody:
         return i[keep], j[keep], d[keep], D[keep]
 
     def rows(self, atoms, gradients: bool = False, context=None) -> TermRows:
-        numbers = np.asarray(atoms.numbers, dtype=np.int64)
+        numbers = as_atomic_numbers(atoms.numbers, minimum=0).astype(np.int64)
         self._check_species(numbers)
         i, j, d, D = self._pairs(atoms, context)
         n_pairs = len(i)
