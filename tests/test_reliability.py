@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -608,3 +609,48 @@ def test_config_type_sigma_naming_no_frame_warns():
     message = r"entries for \['blk'\], but no frame has that 'config_type'.*\['bulk'\]"
     with pytest.warns(UserWarning, match=message):
         model.fit(frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. one calculator shared by two threads
+
+
+def test_calculator_shared_by_two_threads_returns_each_its_own_result(fitted):
+    import threading
+
+    from ase.build import bulk
+
+    model = fitted["model"]
+    structures = []
+    for seed in range(2):
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True) * (3, 3, 3)
+        atoms.numbers[::3] = 13
+        atoms.rattle(0.1, seed=seed)
+        structures.append(atoms)
+    expected = [predictions(model, atoms) for atoms in structures]
+    calc = gapx.GAPCalculator(model)
+    failures, rounds = [], 25
+
+    def hammer(index: int) -> None:
+        atoms = structures[index].copy()
+        atoms.calc = calc
+        for step in range(rounds):
+            calc.reset()  # a new calculation each round, whichever thread calculated last
+            energy = atoms.get_potential_energy()
+            forces = atoms.get_forces()
+            if energy != expected[index]["energy"] or not np.array_equal(
+                forces, expected[index]["forces"]
+            ):
+                failures.append((index, step))
+
+    threads = [threading.Thread(target=hammer, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert calc.n_evaluations >= 2 * rounds
+    copied = pickle.loads(pickle.dumps(calc))  # the lock is not pickled; the copy has its own
+    assert copied._lock is not calc._lock
+    assert copied.get_potential_energy(structures[0]) == expected[0]["energy"]
