@@ -654,3 +654,29 @@ def test_calculator_shared_by_two_threads_returns_each_its_own_result(fitted):
     copied = pickle.loads(pickle.dumps(calc))  # the lock is not pickled; the copy has its own
     assert copied._lock is not calc._lock
     assert copied.get_potential_energy(structures[0]) == expected[0]["energy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. numerical hygiene: a relative jitter, round-off-free two-body energies
+
+
+def test_sparse_jitter_is_relative_to_the_prior_variance():
+    import scipy.linalg
+
+    frames = random_cu_al_cells(np.random.default_rng(5), 3)
+    compared = 0
+    for delta in (0.3, 1.0, 3.0):
+        soap = gapx.SOAP(
+            species=["Al", "Cu"], cutoff=3.5, n_max=3, l_max=2, n_sparse=8, delta=delta
+        )
+        model = gapx.GAP([gapx.TwoBody(cutoff=4.0, n_sparse=6, delta=delta), soap], verbose=False)
+        model.fit(frames)
+        for s in model.sparse_sets:
+            assert s.jitter == 1e-8 * delta**2  # eV^2: relative to the prior variance delta^2
+            if delta == 1.0 and model.terms[s.term] is soap:
+                # As with the absolute jitter it replaces: bit for bit.
+                K = soap.kernel(s.points, s.points)
+                expected = scipy.linalg.cholesky(K + 1e-8 * np.eye(s.size), lower=True)
+                np.testing.assert_array_equal(s.factor, expected)
+                compared += 1
+    assert compared == 2  # soap[Al], soap[Cu]

@@ -42,7 +42,10 @@ class GAP:
         frames (the same for all species), the energies of ``config_type == "isolated_atom"``
         single-atom frames (which are then not fitted), or ``{symbol: eV}``.
     sparse_jitter : float
-        Added to the diagonal of each ``K_MM`` block (eV^2).
+        Relative jitter: ``sparse_jitter * delta**2`` (eV^2; delta of the block's term, the prior
+        variance of its local energies) is added to the diagonal of each ``K_MM`` block, so the
+        regularisation does not depend on a term's energy scale. The jitter used is stored per
+        sparse set (files from before it was relative keep theirs).
     seed : int
         Seeds sparse-point selection; same data, settings and seed give identical weights.
     energy_key, forces_key, virial_key, stress_key, config_type_key : str
