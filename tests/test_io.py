@@ -28,10 +28,11 @@ def fitted():
     soap = gapx.SOAP(species=["Al", "Cu"], cutoff=3.5, n_max=3, l_max=2, n_sparse=8, zeta=2)
     model = gapx.GAP(
         [gapx.TwoBody(cutoff=4.0, n_sparse=6, sparse_method="cur"), soap],
-        config_type_sigma={"bulk": (0.002, 0.04, 0.06)},
+        config_type_sigma={"bulk": (0.002, 0.04, 0.06)},  # stored, not used by these frames
         verbose=False,
     )
-    model.fit(random_cu_al_cells(rng, 4))
+    with pytest.warns(UserWarning, match=r"config_type_sigma has entries for \['bulk'\]"):
+        model.fit(random_cu_al_cells(rng, 4))
     return model, random_cu_al_cells(rng, 2)
 
 

@@ -372,6 +372,7 @@ def _append_header(path, header: dict) -> None:
         archive.writestr("__header__.npy", _npy_header((len(text),), "|u1") + text)
 
 
+@pytest.mark.slow  # writing the ~1 MB bomb deflates 1.1 GB of zeros: 3 s
 def test_small_file_inflating_to_a_gigabyte_is_refused_unread(fitted, tmp_path):
     import shutil
     import zipfile
