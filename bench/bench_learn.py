@@ -191,7 +191,7 @@ def learn_once(args, start, held_out, pool, seed: int) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
-        summary = OnTheFly(
+        OnTheFly(
             model_settings(args, args.learn_sparse),
             "ase.calculators.emt:EMT",
             folder,

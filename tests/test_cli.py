@@ -484,3 +484,177 @@ def test_thread_limit():
         assert counts("blas") == {1}
     with pytest.raises(CLIError, match="--threads must be at least 1"):
         thread_limit(0)
+
+
+# Output paths are checked before any work: each case fails in milliseconds, prints one line and
+# creates nothing.
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "{w}/train.xyz", "-c", "{w}/fit.toml", "-o", "{w}"], "-o {w}: is a directory"),
+        (
+            ["fit", "{w}/train.xyz", "-c", "{w}/fit.toml", "-o", "{w}/no/m.gapx"],
+            "output folder does not exist",
+        ),
+        (
+            ["fit", "{w}/train.xyz", "-c", "{w}/fit.toml", "-o", "{w}/fit.toml/m.gapx"],
+            "fit.toml is not a folder",
+        ),
+        (["eval", "{w}/m.gapx", "{w}/test.xyz", "--json", "{w}"], "--json {w}: is a directory"),
+        (["eval", "{w}/m.gapx", "{w}/test.xyz", "--plots", "{w}/fit.toml"], "is not a folder"),
+        (
+            ["eval", "{w}/m.gapx", "{w}/test.xyz", "--plots", "{w}/fit.toml/plots"],
+            "which is not a folder",
+        ),
+        (["calibrate", "{w}/m.gapx", "{w}/test.xyz", "-o", "{w}"], "-o {w}: is a directory"),
+        (
+            ["calibrate", "{w}/m.gapx", "{w}/test.xyz", "-o", "{w}/c.gapx", "--json", "{w}"],
+            "--json {w}: is a directory",
+        ),
+        (
+            [
+                "calibrate",
+                "{w}/m.gapx",
+                "{w}/test.xyz",
+                "-o",
+                "{w}/c.gapx",
+                "--plots",
+                "{w}/fit.toml",
+            ],
+            "--plots {w}/fit.toml: exists and is not a folder",
+        ),  # fmt: skip
+        (["select", "{w}/m.gapx", "{w}/test.xyz", "-n", "1", "-o", "{w}"], "is a directory"),
+        (
+            [
+                "select",
+                "{w}/m.gapx",
+                "{w}/test.xyz",
+                "-n",
+                "1",
+                "-o",
+                "{w}/s.xyz",
+                "--report",
+                "{w}",
+            ],
+            "--report {w}: is a directory",
+        ),  # fmt: skip
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--trajectory", "{w}"], "--trajectory {w}: is a"),
+        (
+            [
+                "md",
+                "{w}/m.gapx",
+                "{w}/test.xyz",
+                "--log",
+                "{w}/md2.log",
+                "--trajectory",
+                "{w}/no/md.traj",
+            ],
+            "--trajectory {w}/no/md.traj: output folder does not exist",
+        ),  # fmt: skip
+        (
+            ["md", "{w}/m.gapx", "{w}/test.xyz", "--log", "{w}/same", "--trajectory", "{w}/same"],
+            "--trajectory and --log name the same file",
+        ),
+    ],
+)
+def test_unwritable_outputs_are_refused_before_the_work(workdir, capsys, argv, message):
+    before = set(os.listdir(workdir))
+    code, out, err = run_cli(capsys, *[a.format(w=workdir) for a in argv])
+    assert code == 1
+    assert message.format(w=workdir) in err
+    assert err.count("\n") == 1
+    assert out == ""  # refused before reading anything
+    assert set(os.listdir(workdir)) == before  # no empty log, no partial file
+
+
+def test_unwritable_folder_is_refused(workdir, capsys, tmp_path, monkeypatch):
+    import gapx.cli.common
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root writes anywhere: make the probe fail instead
+            monkeypatch.setattr(
+                gapx.cli.common.tempfile,
+                "TemporaryFile",
+                lambda dir: (_ for _ in ()).throw(PermissionError(13, "Permission denied")),
+            )
+        for argv in (
+            ["fit", workdir / "train.xyz", "-c", workdir / "fit.toml", "-o", folder / "m.gapx"],
+            ["eval", workdir / "m.gapx", workdir / "test.xyz", "--json", folder / "e.json"],
+            ["md", workdir / "m.gapx", workdir / "test.xyz", "--trajectory", folder / "md.traj"],
+        ):
+            code, _, err = run_cli(capsys, *argv)
+            assert code == 1
+            assert f"cannot write into {folder} (Permission denied)" in err
+    finally:
+        folder.chmod(0o755)
+    assert os.listdir(folder) == []
+
+
+def test_md_outputs_are_opened_together(workdir, tmp_path):
+    from gapx.calculator import GAPCalculator
+    from gapx.md import run_md
+
+    atoms = ase.io.read(workdir / "test.xyz", 0)
+    calc = GAPCalculator(gapx.load(workdir / "m.gapx"))
+    settings = {"steps": 2, "temperature": 100, "timestep": 1.0, "progress": False}
+    with pytest.raises(FileNotFoundError):  # the trajectory cannot be opened: no empty log
+        run_md(
+            atoms, calc, trajectory=str(tmp_path / "no" / "t"), log=str(tmp_path / "a"), **settings
+        )
+    with pytest.raises(FileNotFoundError):  # the log cannot be: the trajectory is removed again
+        run_md(
+            atoms, calc, trajectory=str(tmp_path / "t"), log=str(tmp_path / "no" / "a"), **settings
+        )
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    with pytest.raises(ValueError, match="not in the model"):  # fails before opening anything
+        run_md(nacl, calc, trajectory=str(tmp_path / "t"), log=str(tmp_path / "a"), **settings)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["fit", "{w}/train.xyz", "-c", "{w}/fit.toml", "--set", "soap.n_max=1000000"],
+            "terms[1] (soap): n_max = 1000000 is too large",
+        ),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--friction", "nan"], "--friction must be a"),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--friction", "inf"], "--friction must be a"),
+        (
+            ["md", "{w}/m.gapx", "{w}/test.xyz", "--index", "99"],
+            "test.xyz: index 99 is out of range, the file has 6 frames",
+        ),
+        (["md", "{w}/m.gapx", "{w}/test.xyz", "--index", "-7"], "index -7 is out of range"),
+        (["info", "{w}/m.gapx/x"], "model file not found"),
+    ],
+)
+def test_bad_values_are_one_line_errors(workdir, capsys, argv, message):
+    code, _, err = run_cli(capsys, *[a.format(w=workdir) for a in argv])
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (MemoryError(), "gapx info: error: out of memory\n"),
+        (MemoryError("Unable to allocate 8 TiB"), "gapx info: error: out of memory: Unable to"),
+        (OSError(28, "No space left on device"), "gapx info: error: [Errno 28] No space left"),
+        (PermissionError(13, "Permission denied", "x"), "error: [Errno 13] Permission denied"),
+    ],
+)
+def test_os_and_memory_errors_are_one_line_errors(capsys, monkeypatch, error, message):
+    import gapx.cli.info
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(gapx.cli.info, "run", fail)
+    assert main(["info", "m.gapx"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) or message in err
+    assert err.count("\n") == 1

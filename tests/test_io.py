@@ -28,10 +28,11 @@ def fitted():
     soap = gapx.SOAP(species=["Al", "Cu"], cutoff=3.5, n_max=3, l_max=2, n_sparse=8, zeta=2)
     model = gapx.GAP(
         [gapx.TwoBody(cutoff=4.0, n_sparse=6, sparse_method="cur"), soap],
-        config_type_sigma={"bulk": (0.002, 0.04, 0.06)},
+        config_type_sigma={"bulk": (0.002, 0.04, 0.06)},  # stored, not used by these frames
         verbose=False,
     )
-    model.fit(random_cu_al_cells(rng, 4))
+    with pytest.warns(UserWarning, match=r"config_type_sigma has entries for \['bulk'\]"):
+        model.fit(random_cu_al_cells(rng, 4))
     return model, random_cu_al_cells(rng, 2)
 
 
@@ -136,16 +137,24 @@ def test_bad_files_are_refused(fitted, tmp_path):
     with pytest.raises(ValueError, match=r"missing arrays \['R'\]"):
         gapx.load(tmp_path / "missing_array.gapx")
 
-    def wrong_shape(name, content):
-        if name == "alpha.npy":
-            import io as _io
+    def replaced_alpha(value):
+        def mutate(name, content):
+            if name == "alpha.npy":
+                import io as _io
 
-            buffer = _io.BytesIO()
-            np.save(buffer, np.zeros(3))
-            return buffer.getvalue()
-        return content
+                buffer = _io.BytesIO()
+                np.save(buffer, value)
+                return buffer.getvalue()
+            return content
 
-    _rewrite(good, tmp_path / "shape.gapx", wrong_shape)
+        return mutate
+
+    # Sizes are checked from the zip directory before anything is read, shapes from each
+    # member's .npy header before its data are.
+    _rewrite(good, tmp_path / "size.gapx", replaced_alpha(np.zeros(3)))
+    with pytest.raises(ValueError, match="member 'alpha.npy' inflates to"):
+        gapx.load(tmp_path / "size.gapx")
+    _rewrite(good, tmp_path / "shape.gapx", replaced_alpha(np.zeros((model.alpha.size, 1))))
     with pytest.raises(ValueError, match="array 'alpha' has shape"):
         gapx.load(tmp_path / "shape.gapx")
 
@@ -168,7 +177,11 @@ def test_bad_files_are_refused(fitted, tmp_path):
 
 def test_pickle_is_never_loaded(tmp_path):
     path = tmp_path / "pickled.gapx"
-    header = {"format": "gapx-model", "format_version": 1, "arrays": {"evil": {}}}
+    header = {
+        "format": "gapx-model",
+        "format_version": 1,
+        "arrays": {"evil": {"shape": [1], "dtype": "|O"}},
+    }
     with open(path, "wb") as handle:
         np.savez(
             handle,

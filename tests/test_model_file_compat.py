@@ -1,5 +1,6 @@
-"""Model files written by earlier gapx versions load and predict exactly as they did then; a
-calibrated model survives its file bit for bit."""
+"""Model files written by earlier gapx versions load and predict as they did then (to the last
+bit but for the two-body kernel's round-off, see below); a calibrated model survives its file bit
+for bit."""
 
 from __future__ import annotations
 
@@ -18,11 +19,18 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 sys.path.insert(0, DATA)
 from make_model_v1 import structures  # noqa: E402
 
-# Keys whose values the model's mean prediction defines (bit-identical across versions).
+# Keys whose values the model's mean prediction defines.
 MEAN_KEYS = ("energy", "energies", "forces", "stress", "energy_longrange", "energy_shortrange")
+# Since issue 14 the squared-exponential kernel of the two-body term computes (r - r')^2 from
+# the difference instead of r^2 + r'^2 - 2 r r', removing most of the round-off that the
+# model's large two-body weights (|alpha| up to 8e4) amplified: its predictions moved by that
+# round-off (2.5e-10 eV on energies of 4e3 eV, 9e-11 eV/Å on forces, 1e-13 eV/Å^3 on stress).
+# Within these bounds (ten times those changes) they are what they were; the SOAP and Ewald
+# parts are unchanged, and the long-range energy is compared bit for bit.
+ROUND_OFF = {"energy": 3e-9, "energies": 1e-9, "forces": 1e-9, "stress": 1e-12}
 
 
-def test_format_1_model_predicts_bit_identically():
+def test_format_1_model_predicts_as_it_did():
     model = gapx.load(os.path.join(DATA, "model_v1.gapx"))
     stored = np.load(os.path.join(DATA, "model_v1_predictions.npz"))
     for n, atoms in enumerate(structures()):
@@ -31,7 +39,12 @@ def test_format_1_model_predicts_bit_identically():
         assert "energy" in keys
         assert "forces" in keys
         for key in keys:
-            np.testing.assert_array_equal(np.asarray(out[key]), stored[f"{n}_{key}"], err_msg=key)
+            expected = stored[f"{n}_{key}"]
+            if key == "energy_longrange":
+                np.testing.assert_array_equal(out[key], expected, err_msg=key)
+                continue
+            tolerance = ROUND_OFF.get(key, ROUND_OFF["energy"])
+            np.testing.assert_allclose(out[key], expected, rtol=0, atol=tolerance, err_msg=key)
     assert "1_stress" in stored.files
 
 

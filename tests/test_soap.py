@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -362,6 +363,20 @@ def test_to_dict_round_trip():
     assert copied == soap
     atoms = Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]])
     np.testing.assert_array_equal(copied.compute(atoms), soap.compute(atoms))
+
+
+def test_threads_are_a_runtime_setting():
+    soap = gapx.SOAP(species=["H", "O"], cutoff=4.0, n_max=3, l_max=2, n_threads=1)
+    data = soap.to_dict()
+    assert "n_threads" not in data  # so never in a model file
+    assert gapx.SOAP.from_dict(data).n_threads is None
+    # Old files stored it: ignored, whatever the value.
+    assert gapx.SOAP.from_dict({**data, "n_threads": 100000}).n_threads is None
+    assert soap == gapx.SOAP(species=["H", "O"], cutoff=4.0, n_max=3, l_max=2, n_threads=2)
+    # Copies and pickles (dask workers) keep the thread count.
+    assert copy.deepcopy(soap).n_threads == 1
+    assert pickle.loads(pickle.dumps(soap)).n_threads == 1
+    assert pickle.loads(pickle.dumps(gapx.SOAP(species=["H"]))).n_threads is None
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -52,6 +53,16 @@ class GAPCalculator(Calculator):
     no incremental update for position-only changes; the C++ neighbour list is a small part of
     a step's cost).
     The user's ``Atoms`` is never modified: the model only ever sees the calculator's own copy.
+
+    Threads: one calculator may be shared by several threads (each with its own ``Atoms``).
+    ASE's calculator state (the atoms it last saw and their ``results``) is shared, and the
+    model's C++ code releases the GIL, so :meth:`calculate`, :meth:`reset` and
+    :meth:`get_property` (through which ``atoms.get_forces()`` and the like read results) hold a
+    lock: each call returns the
+    results of the structure it was given. Reading ``calc.results`` directly is not covered
+    (another thread may replace it); use the getters. A fitted :class:`gapx.GAP` itself may be
+    shared freely: ``predict`` changes nothing (while no thread fits or calibrates it), so
+    threads, or one calculator per thread, can predict with it at once.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -79,6 +90,7 @@ class GAPCalculator(Calculator):
                     "GAPCalculator needs a fitted gapx.GAP model or the path of a model file, "
                     f"got {type(model).__name__}"
                 )
+        self._lock = threading.RLock()
         super().__init__(**kwargs)
         self.model = model
         if std not in STD_MODES:
@@ -92,12 +104,38 @@ class GAPCalculator(Calculator):
         # todict() stays small and meaningful.
         self.parameters.update({"model_path": model_path, "version": __version__})
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)  # locks do not pickle; a copy gets its own
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's :meth:`~ase.calculators.calculator.Calculator.get_property`, under the
+        calculator's lock: the state check, the calculation and the read of ``results`` happen
+        together, so a thread never reads another thread's results."""
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
+
+    def reset(self):
+        """Forget the last results (under the calculator's lock)."""
+        with self._lock:
+            super().reset()
+
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         """Evaluate the model once and fill ``self.results`` with every property.
 
         ``properties`` is ignored: all of them come from the same pass. ``self.atoms`` (a copy
-        the base class made of the user's atoms) is what the model sees.
+        the base class made of the user's atoms) is what the model sees. Holds the
+        calculator's lock (see the class notes on threads).
         """
+        with self._lock:
+            self._calculate(atoms, properties, system_changes)
+
+    def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         std = self.std if self.n_evaluations % self.std_every == 0 else False

@@ -6,16 +6,18 @@ import os
 from collections import Counter
 
 import numpy as np
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 
 from .labels import DEFAULT_KEYS, extract_labels
+from .validation import as_atomic_numbers
 
 
 def read_frames(paths, index: str = ":", format: str | None = None) -> list:
     """All frames of one file or a list of files (extxyz or any ``ase.io``-readable), in order.
 
-    Raises FileNotFoundError for a missing file and ValueError (naming the file and the reason)
-    for one that cannot be read or holds no frames.
+    ``index`` is an ``ase.io`` index: a slice such as ``":"`` or ``"2:10"``, or one frame (from
+    the end when negative). Raises FileNotFoundError for a missing file and ValueError (naming the
+    file and the reason) for one that cannot be read, holds no frames, or has no frame ``index``.
     """
     import ase.io
 
@@ -24,15 +26,50 @@ def read_frames(paths, index: str = ":", format: str | None = None) -> list:
     for path in map(os.fspath, paths):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"file not found: {path}")
+        single = _single_index(index)
+        if single is not None and single < 0:  # ase wraps some negative indices silently
+            _check_index(path, single, _count_frames(path, format))
         try:
             read = ase.io.read(path, index=index, format=format)
+        except (StopIteration, IndexError):
+            if single is None:
+                raise ValueError(f"cannot read {path}: index {index!r} is out of range") from None
+            _check_index(path, single, _count_frames(path, format))
+            raise ValueError(f"cannot read {path}: frame {single} is unreadable") from None
         except Exception as error:  # ase.io raises many types for unreadable files
-            raise ValueError(f"cannot read {path}: {error}") from None
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ValueError(f"cannot read {path}: {reason}") from None
         read = read if isinstance(read, list) else [read]
         if not read:
             raise ValueError(f"no frames in {path}")
         frames.extend(read)
     return frames
+
+
+def _single_index(index) -> int | None:
+    """``index`` as one frame number, or None when it is a slice (or not a number)."""
+    try:
+        return int(index)
+    except (TypeError, ValueError):
+        return None
+
+
+def _count_frames(path: str, format: str | None) -> int:
+    import ase.io
+
+    try:
+        return sum(1 for _ in ase.io.iread(path, index=":", format=format))
+    except Exception as error:  # as in read_frames
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(f"cannot read {path}: {reason}") from None
+
+
+def _check_index(path: str, index: int, n_frames: int) -> None:
+    if not -n_frames <= index < n_frames:
+        raise ValueError(
+            f"cannot read {path}: index {index} is out of range, the file has {n_frames} "
+            f"frame{'s' if n_frames != 1 else ''} (0 to {n_frames - 1}, or -1 to -{n_frames})"
+        )
 
 
 def config_type(atoms, keys: dict | None = None) -> str:
@@ -55,8 +92,12 @@ def data_summary(frames, keys: dict | None = None) -> dict:
     keys = {**DEFAULT_KEYS, **(keys or {})}
     n_atoms = np.array([len(a) for a in frames])
     species = Counter()
-    for atoms in frames:
-        species.update(atoms.get_chemical_symbols())
+    for index, atoms in enumerate(frames):
+        try:
+            numbers = as_atomic_numbers(atoms.numbers)
+        except ValueError as error:
+            raise ValueError(f"frame {index}: {error}") from None
+        species.update(chemical_symbols[z] for z in numbers)
     present = Counter()
     atoms_with_forces = 0
     for index, atoms in enumerate(frames):

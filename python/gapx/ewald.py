@@ -38,7 +38,7 @@ from scipy.special import erfc
 from threadpoolctl import threadpool_limits
 
 from .neighbors import OVERLAP_DISTANCE, StructureContext
-from .validation import described_settings, finite_number, positive_number
+from .validation import as_atomic_numbers, described_settings, finite_number, positive_number
 
 COULOMB = Hartree * Bohr  # e^2 / (4 pi eps0) in eV Å
 NEUTRALITY_TOL = 1e-8  # |sum of charges| below this counts as neutral
@@ -172,7 +172,9 @@ class Ewald:
             if not np.all(np.isfinite(charges)):
                 raise ValueError("per-atom charges contain NaN or infinite values")
             return charges
-        symbols = np.array(atoms.get_chemical_symbols())
+        symbols = np.array(
+            [chemical_symbols[z] for z in as_atomic_numbers(atoms.numbers, minimum=0)]
+        )
         unique = np.unique(symbols)
         missing = [str(s) for s in unique if s not in self._charges]
         if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from .gp.solver import StreamingQR
 from .gp.sparse_set import SparseSet, kmm_cholesky
 from .labels import extract_labels
 from .neighbors import StructureContext
+from .validation import as_atomic_numbers, as_frames
 
 logger = logging.getLogger("gapx")
 
@@ -57,6 +59,21 @@ def noise_sigmas(model, labels, n_atoms: int) -> tuple[float, float, float]:
     v = labels.virial_sigma if labels.virial_sigma is not None else v
     root = math.sqrt(n_atoms)
     return e * root, f, v * root
+
+
+def _warn_unused_config_types(model, labels) -> None:
+    """Warn about ``config_type_sigma`` entries that no frame's config_type names (a typo
+    silently fitting those frames with the default sigmas)."""
+    known = sorted({lab.config_type for lab in labels if lab.config_type is not None})
+    unused = sorted(set(model.config_type_sigma) - set(known))
+    if unused:
+        warnings.warn(
+            f"config_type_sigma has entries for {unused}, but no frame has that "
+            f"{model.keys['config_type_key']!r}; the frames' config types are "
+            f"{known if known else 'none'}",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _baseline_energy(model, atoms) -> float:
@@ -261,12 +278,14 @@ def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, li
     frames dropped when they define e0, and e0 computed by the model's method unless given
     (``e0`` must then cover every species of ``frames``). ``targets`` are :func:`_targets`.
     """
-    frames = list(frames)
+    frames = as_frames(frames)
     if not frames:
         raise ValueError("fit needs at least one frame")
     labels = [extract_labels(a, n, **model.keys) for n, a in enumerate(frames)]
+    _warn_unused_config_types(model, labels)
     for n, atoms in enumerate(frames):
         try:
+            as_atomic_numbers(atoms.numbers)  # elements only: no dummy atoms
             StructureContext(atoms).check_no_overlap()
         except ValueError as error:
             raise ValueError(f"frame {n}: {error}") from None

@@ -43,7 +43,14 @@ def _lookup(atoms, key: str, where: str):
     return atoms.info.get(key)
 
 
+def _refuse_bool(value, what: str, frame: int) -> None:
+    """A label given as a bool (``energy=True``) is a mistake, not the number 1."""
+    if isinstance(value, (bool, np.bool_)) or np.asarray(value).dtype == bool:
+        raise ValueError(f"frame {frame}: {what} is a bool ({value!r}), not a number")
+
+
 def _finite_array(value, shape_ok, what: str, frame: int, expected: str) -> np.ndarray:
+    _refuse_bool(value, what, frame)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -58,6 +65,7 @@ def _finite_array(value, shape_ok, what: str, frame: int, expected: str) -> np.n
 def _sigma_override(atoms, key: str, frame: int) -> float | None:
     if key not in atoms.info:
         return None
+    _refuse_bool(atoms.info[key], key, frame)
     try:
         value = float(atoms.info[key])
     except (TypeError, ValueError):
@@ -89,6 +97,7 @@ def extract_labels(
         raise ValueError(f"frame {frame}: no atoms")
     energy = _lookup(atoms, energy_key, "info")
     if energy is not None:
+        _refuse_bool(energy, "energy", frame)
         try:
             energy = float(np.asarray(energy, dtype=np.float64).reshape(()))
         except (TypeError, ValueError):

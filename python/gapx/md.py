@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 
 import numpy as np
@@ -54,6 +56,24 @@ def langevin(atoms, timestep: float, temperature: float, friction: float, rng) -
     )
 
 
+def _open_outputs(trajectory: str | None, log: str | None, atoms):
+    """The trajectory and the log, opened together: when one cannot be opened, the other is
+    closed and removed again, so a failed start leaves no empty output behind."""
+    opened = []
+    try:
+        traj = Trajectory(trajectory, "w", atoms) if trajectory else None
+        if traj is not None:
+            opened.append((traj, trajectory))
+        log_handle = open(log, "w") if log else None  # noqa: SIM115 - closed by run_md
+        return traj, log_handle
+    except BaseException:
+        for handle, path in opened:
+            handle.close()
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
+
+
 def run_md(
     atoms,
     calc,
@@ -77,6 +97,10 @@ def run_md(
     ``timestep`` is in fs, ``friction`` in 1/fs. The log has one line per ``log_interval`` steps:
     time (ps), total, potential and kinetic energy (eV), temperature (K), energy std (eV) and
     the largest force-component std (eV/Å) — nan on steps where the calculator computed no std.
+
+    The trajectory and log are opened only once the first evaluation has succeeded, and together
+    (:func:`_open_outputs`): a run that cannot start leaves no output behind. A run that fails
+    part-way keeps what it wrote up to the failure, which shows how it failed.
     """
     atoms = atoms.copy()
     atoms.calc = calc
@@ -100,12 +124,10 @@ def run_md(
         "energy_std": [],
         "max_force_std": [],
     }
-    log_handle = open(log, "w") if log else None  # noqa: SIM115 - closed below
-    if log_handle:
-        log_handle.write(
-            "# time[ps] Etot[eV] Epot[eV] Ekin[eV] T[K] E_std[eV] max_F_std[eV/A]  "
-            f"({ensemble}, {n_atoms} atoms, dt {timestep} fs)\n"
-        )
+    # The first evaluation (cached for the first step) fails here, not in an opened output,
+    # when the model cannot describe the structure.
+    atoms.get_forces()
+    traj, log_handle = _open_outputs(trajectory, log, atoms)
 
     def observe():
         epot = atoms.get_potential_energy()
@@ -125,15 +147,18 @@ def run_md(
                 f"{std:11.6f} {f_std:11.6f}\n"
             )
 
-    dyn.attach(observe, interval=1)
-    traj = None
-    if trajectory:
-        traj = Trajectory(trajectory, "w", atoms)
-        dyn.attach(traj.write, interval=trajectory_interval)
     bar = tqdm(total=steps, desc=f"md ({ensemble})", unit="step", disable=not progress)
-    dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     start = time.perf_counter()
     try:
+        if log_handle:
+            log_handle.write(
+                "# time[ps] Etot[eV] Epot[eV] Ekin[eV] T[K] E_std[eV] max_F_std[eV/A]  "
+                f"({ensemble}, {n_atoms} atoms, dt {timestep} fs)\n"
+            )
+        dyn.attach(observe, interval=1)
+        if traj is not None:
+            dyn.attach(traj.write, interval=trajectory_interval)
+        dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
         dyn.run(steps)
     finally:
         elapsed = time.perf_counter() - start

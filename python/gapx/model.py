@@ -45,7 +45,10 @@ class GAP:
         frames (the same for all species), the energies of ``config_type == "isolated_atom"``
         single-atom frames (which are then not fitted), or ``{symbol: eV}``.
     sparse_jitter : float
-        Added to the diagonal of each ``K_MM`` block (eV^2).
+        Relative jitter: ``sparse_jitter * delta**2`` (eV^2; delta of the block's term, the prior
+        variance of its local energies) is added to the diagonal of each ``K_MM`` block, so the
+        regularisation does not depend on a term's energy scale. The jitter used is stored per
+        sparse set (files from before it was relative keep theirs).
     seed : int
         Seeds sparse-point selection; same data, settings and seed give identical weights.
     energy_key, forces_key, virial_key, stress_key, config_type_key : str
@@ -146,9 +149,11 @@ class GAP:
     def fit(self, frames, client=None) -> dict:
         """Fit the model to labelled frames; returns (and stores in ``.summary``) a summary.
 
-        Frames carry total energies, forces and/or virials (or stresses), each optional per
-        frame. The summary gives the number of targets, sparse points per term and kind, the
-        memory of the stacked design matrix, the e0 used and the fit time.
+        ``frames``: a list of ``ase.Atoms`` (a single Atoms is one frame). Frames carry total
+        energies, forces and/or virials (or stresses), each optional per frame; a
+        ``config_type_sigma`` entry that names no frame's config_type gets a warning. The
+        summary gives the number of targets, sparse points per term and kind, the memory of the
+        stacked design matrix, the e0 used and the fit time.
 
         ``client``: a ``dask.distributed.Client``. When given, descriptors and the design-matrix
         blocks are computed on its workers, each block reduced there to its (M+1)^2 R factor,
@@ -215,11 +220,11 @@ class GAP:
         the descriptor gradients with the sparse points.
         """
         self._check_fitted()
-        numbers = np.asarray(atoms.numbers)
+        context = StructureContext(atoms)  # validates the structure, atomic numbers included
+        numbers = context.numbers
         unknown = sorted({chemical_symbols[z] for z in numbers} - set(self.e0))
         if unknown:
             raise ValueError(f"species {unknown} are not in the model (trained on {self.species})")
-        context = StructureContext(atoms)
         context.neighbors(max(term.cutoff for term in self.terms))
         context.check_no_overlap()
         n_atoms = len(atoms)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -12,6 +14,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: str) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically, and close it."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def parity_plot(parity: dict, path: str) -> None:
@@ -49,8 +60,7 @@ def parity_plot(parity: dict, path: str) -> None:
         ax.set_title(f"{name}: RMSE {1000 * rmse:.2f} {unit}")
         if len(set(types)) > 1:
             ax.legend(markerscale=3, fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
@@ -121,8 +131,7 @@ def calibration_plot(errors: dict, stds: dict, calibration, path: str) -> None:
     coverage.set_ylabel("observed coverage")
     coverage.set_title("central-interval coverage")
     coverage.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def learning_plot(log: dict, calls: dict, threshold: float, path: str) -> None:
@@ -160,9 +169,7 @@ def learning_plot(log: dict, calls: dict, threshold: float, path: str) -> None:
     bottom.plot(steps, np.asarray(log["temperature_K"], dtype=float), lw=0.8, color="C2")
     bottom.set_ylabel("temperature (K)")
     bottom.set_xlabel("MD step")
-    fig.savefig(path, dpi=120)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def hyperparameter_plot(trials: list[dict], path: str) -> None:
@@ -189,8 +196,7 @@ def hyperparameter_plot(trials: list[dict], path: str) -> None:
         ax.set_yscale("log")
     axes[0][0].set_ylabel("CV MAE")
     axes[0][0].legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def learning_curve_plot(curves: dict, path: str) -> None:
@@ -220,5 +226,4 @@ def learning_curve_plot(curves: dict, path: str) -> None:
         ax.set_xlabel("training frames per fold" if key == "n_frames" else "n_sparse (SOAP)")
         ax.set_ylabel("CV MAE")
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

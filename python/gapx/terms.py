@@ -107,6 +107,10 @@ class Term(Protocol):
     def describe_kind(self, kind: int) -> str:
         """A readable name of a kind, e.g. ``soap[Si]``."""
 
+    def possible_kinds(self, species) -> set[int]:
+        """Every kind this term's rows can have in structures of ``species`` (chemical
+        symbols): a model file's sparse sets must be of these kinds."""
+
     def select_sparse(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sparse points (n, n_features) of one kind, from its training rows ``X``."""
 

@@ -23,7 +23,7 @@ import scipy.stats
 from tqdm.auto import tqdm
 
 from .labels import extract_labels
-from .validation import described_settings
+from .validation import as_frames, described_settings
 
 #: The calibrated quantities and the units of their errors and stds.
 UNITS = {"energy": "eV/atom", "forces": "eV/Angstrom"}
@@ -378,7 +378,7 @@ def residuals(model, frames, progress: bool = False) -> tuple[dict, dict]:
     """Errors of ``model`` on labelled ``frames`` and its own stds (any stored calibration is
     not applied); labels are found with the model's label keys. Returns ``(errors, stds)``
     as :func:`concatenate`."""
-    frames = list(frames)
+    frames = as_frames(frames)
     if not frames:
         raise ValueError("no frames to calibrate on")
     labels = [extract_labels(atoms, index, **model.keys) for index, atoms in enumerate(frames)]

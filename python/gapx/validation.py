@@ -58,8 +58,16 @@ def check_periodic_cell(cell: np.ndarray, pbc: tuple[bool, bool, bool]) -> None:
         )
 
 
+def _refuse_bool(name: str, value) -> None:
+    # True is 1 to Python, but a setting given as a bool is a mistake, not a number.
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+
+
 def positive_number(name: str, value) -> float:
-    """Return ``value`` as a float, refusing non-numbers, NaN, infinities and values <= 0."""
+    """Return ``value`` as a float, refusing non-numbers (bools too), NaN, infinities and values
+    <= 0."""
+    _refuse_bool(name, value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -79,7 +87,8 @@ def positive_integer(name: str, value, minimum: int = 1) -> int:
 
 
 def finite_number(name: str, value) -> float:
-    """Return ``value`` as a finite float (any sign)."""
+    """Return ``value`` as a finite float (any sign); bools are refused."""
+    _refuse_bool(name, value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -108,18 +117,63 @@ def chemical_symbols_list(name: str, species) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: The largest atomic number (oganesson).
+MAX_ATOMIC_NUMBER = 118
+
+
+def as_atomic_numbers(numbers, minimum: int = 1) -> np.ndarray:
+    """Return atomic numbers as a C-contiguous int32 (n_atoms,) array.
+
+    Checked before the cast, so that a number beyond int32 (2**32 + 14) cannot wrap around into
+    an element: integers only, each between ``minimum`` and :data:`MAX_ATOMIC_NUMBER`.
+    ``minimum=0`` admits ASE's dummy atom X (``Atoms(positions=...)`` without symbols), which
+    geometry (neighbour lists) handles and no model has.
+    """
+    array = np.asarray(numbers)
+    if array.ndim != 1:
+        raise ValueError(f"atomic numbers must be a 1-d array, got shape {array.shape}")
+    if array.size and array.dtype.kind not in "iu":
+        raise ValueError(f"atomic numbers must be integers, got dtype {array.dtype}")
+    bad = np.nonzero((array < minimum) | (array > MAX_ATOMIC_NUMBER))[0]
+    if bad.size:
+        raise ValueError(
+            f"atomic numbers must be between {minimum} and {MAX_ATOMIC_NUMBER}, got "
+            f"{array[bad[:5]].tolist()} (atoms {bad[:10].tolist()})"
+        )
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+def as_frames(frames, what: str = "frames") -> list:
+    """``frames`` as a list of ase.Atoms: one Atoms is one frame; other entries are refused."""
+    from ase import Atoms
+
+    if isinstance(frames, Atoms):
+        return [frames]
+    if isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
+        raise TypeError(f"{what} must be an ase.Atoms or a list of them, got {type(frames)!r}")
+    frames = list(frames)
+    for index, atoms in enumerate(frames):
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"{what}[{index}] is not an ase.Atoms: {type(atoms)!r}")
+    return frames
+
+
 def as_cutoff(cutoff) -> float:
     """Return the cutoff as a positive finite float."""
     return positive_number("cutoff", cutoff)
 
 
 def atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool], np.ndarray]:
-    """Split an ase.Atoms into validated (positions, cell, pbc, numbers) arrays."""
+    """Split an ase.Atoms into validated (positions, cell, pbc, numbers) arrays.
+
+    Atomic numbers are 0 (ASE's dummy atom X) to 118 (:func:`as_atomic_numbers`); a model then
+    reports an X as a species it does not have, and :func:`gapx.GAP.fit` refuses it.
+    """
     pbc = as_pbc(atoms.pbc)
     cell = as_cell(atoms.cell.array)
     check_periodic_cell(cell, pbc)
     positions = as_positions(atoms.positions)
-    numbers = np.ascontiguousarray(atoms.numbers, dtype=np.int32)
+    numbers = as_atomic_numbers(atoms.numbers, minimum=0)
     return positions, cell, pbc, numbers
 
 

@@ -3,8 +3,10 @@
 
 Every command module has ``add_parser(sub)`` and ``run(args) -> int``, so tests and scripts can
 call ``gapx.cli.main([...])`` without a subprocess. User errors (missing files, bad configs,
-unknown keys, bad values) print one ``gapx <command>: error: ...`` line on stderr and return exit
-code 1; argparse usage errors return 2. ``--traceback`` shows the full Python traceback instead.
+unknown keys, bad values, unwritable outputs, any OSError, running out of memory) print one
+``gapx <command>: error: ...`` line on stderr and return exit code 1; argparse usage errors
+return 2. ``--traceback`` shows the full Python traceback instead. Output paths are checked before
+any work is done, and no command leaves a partial or empty output file behind when it fails.
 """
 
 from __future__ import annotations
@@ -51,17 +53,25 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, TypeError) as error:
-        if args.traceback:
-            raise
-        print(f"gapx {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:  # output piped into head & co.: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the final flush silent
         return EXIT_OK
+    except (CLIError, ValueError, OSError, TypeError, MemoryError) as error:
+        if args.traceback:
+            raise
+        print(f"gapx {args.command}: error: {_describe(error)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"gapx {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _describe(error: BaseException) -> str:
+    """One line saying what went wrong."""
+    if isinstance(error, MemoryError):
+        return f"out of memory{': ' + str(error) if str(error) else ''}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text
 
 
 if __name__ == "__main__":

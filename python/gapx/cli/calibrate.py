@@ -6,9 +6,17 @@ import json
 import os
 
 from ..dataset import data_summary, format_summary, read_frames
+from ..io import atomic_write
 from ..plotting import calibration_plot
 from ..uncertainty import calibrate, format_calibration, format_metrics_table
-from .common import EXIT_OK, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    add_evaluation_options,
+    check_output_dir,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 
 def add_parser(sub) -> None:
@@ -35,6 +43,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_output_file(args.output, "-o")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plots:
+        check_output_dir(args.plots, "--plots")
     model = load_model(args.model)
     frames = read_frames(args.data)
     keys = {name.removesuffix("_key"): value for name, value in model.keys.items()}
@@ -48,7 +61,7 @@ def run(args) -> int:
     model.save(args.output)
     print(f"calibrated model written to {args.output}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_write(args.json, "w") as handle:
             json.dump({"model": args.model, "data": args.data, **report}, handle, indent=2)
         print(f"calibration written to {args.json}")
     if args.plots:

@@ -1,9 +1,11 @@
-"""What every command shares: the user-error exception, exit codes, model loading, threads."""
+"""What every command shares: the user-error exception, exit codes, output-path checks, model
+loading, threads."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 
 from threadpoolctl import threadpool_limits
 
@@ -16,6 +18,50 @@ EXIT_USAGE = 2
 
 class CLIError(Exception):
     """A user error: reported as one line on stderr, exit code 1, no traceback."""
+
+
+def _check_writable_folder(folder: str, what: str) -> None:
+    """Refuse ``folder`` unless a file can be created in it (tried: permissions, ACLs and
+    read-only mounts all show)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CLIError(f"{what}: cannot write into {folder} ({error.strerror})") from None
+
+
+def check_output_file(path, flag: str) -> None:
+    """Refuse an output file that cannot be written, before any work is done.
+
+    ``path`` must not be a directory, its folder must exist and be writable, and an existing
+    file there must be writable. ``flag`` names the option in the message (``-o``, ``--json``).
+    """
+    path = os.fspath(path)
+    what = f"{flag} {path}"
+    if os.path.isdir(path):
+        raise CLIError(f"{what}: is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise CLIError(f"{what}: output folder does not exist: {folder}")
+    if not os.path.isdir(folder):
+        raise CLIError(f"{what}: {folder} is not a folder")
+    _check_writable_folder(folder, what)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CLIError(f"{what}: the existing file is not writable")
+
+
+def check_output_dir(path, flag: str) -> None:
+    """Refuse an output folder (``--plots``) that is a file or cannot be created or written."""
+    path = os.fspath(path)
+    what = f"{flag} {path}"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{what}: exists and is not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise CLIError(f"{what}: cannot create it inside {existing}, which is not a folder")
+    _check_writable_folder(existing, what)
 
 
 def load_model(path: str):

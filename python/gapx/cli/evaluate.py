@@ -7,10 +7,19 @@ import os
 
 from ..dataset import data_summary, format_summary, read_frames
 from ..evaluation import evaluate, format_error_table
+from ..io import atomic_write
 from ..labels import DEFAULT_KEYS
 from ..plotting import parity_plot
 from ..uncertainty import format_metrics_table
-from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    CLIError,
+    add_evaluation_options,
+    check_output_dir,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 
 def add_parser(sub) -> None:
@@ -50,6 +59,10 @@ def _label_keys(assignments) -> dict:
 
 
 def run(args) -> int:
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plots:
+        check_output_dir(args.plots, "--plots")
     model = load_model(args.model)
     keys = _label_keys(args.key)
     frames = read_frames(args.data)
@@ -65,7 +78,7 @@ def run(args) -> int:
         stds = "calibrated" if model.calibration is not None else "predicted"
         print(format_metrics_table({stds: result["uncertainty"]}))
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_write(args.json, "w") as handle:
             json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)
         print(f"errors written to {args.json}")
     if args.plots:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import time
 
 from ..dataset import data_summary, format_summary, read_frames
 from ..fitting import format_bytes, memory_estimate
-from .common import EXIT_OK, CLIError, thread_limit
+from .common import EXIT_OK, CLIError, check_output_file, thread_limit
 from .config import EXAMPLE_CONFIG, apply_override, build_model, read_config, validate_config
 
 
@@ -87,6 +86,8 @@ def run(args) -> int:
     for assignment in args.set or []:
         apply_override(config, assignment)
     config = validate_config(config)
+    output = args.output or config["output"].get("model") or "model.gapx"
+    check_output_file(output, "-o" if args.output else "[output] model")
     keys = config["keys"]
     frames = read_frames(args.train)
     try:
@@ -101,10 +102,6 @@ def run(args) -> int:
         f"{format_bytes(memory['full_design_matrix_bytes'])} (streamed in blocks), peak about "
         f"{format_bytes(memory['estimated_peak_bytes'])}"
     )
-    output = args.output or config["output"].get("model") or "model.gapx"
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise CLIError(f"output directory does not exist: {directory}")
     start = time.perf_counter()
     with thread_limit(args.threads), dask_client(args.dask) as client:
         model.fit(frames, client=client)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
 
 from ..calculator import GAPCalculator
 from ..dataset import read_frames
 from ..md import ENSEMBLES, format_md_summary, run_md
-from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    CLIError,
+    add_evaluation_options,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 # Steps between std evaluations: the std costs several mean predictions, so every 10th step
 # keeps monitoring under about half the run's time while catching an excursion within 10 steps.
@@ -52,8 +60,16 @@ def add_parser(sub) -> None:
     md.set_defaults(func=run)
 
 
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def run(args) -> int:
-    model = load_model(args.model)
+    for path, flag in ((args.trajectory, "--trajectory"), (args.log, "--log")):
+        if path:
+            check_output_file(path, flag)
+    if args.trajectory and args.log and _same(args.trajectory, args.log):
+        raise CLIError("--trajectory and --log name the same file")
     if args.steps < 1:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
     if not (args.timestep > 0 and math.isfinite(args.timestep)):
@@ -64,8 +80,9 @@ def run(args) -> int:
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise CLIError(f"{flag} must be at least 1, got {getattr(args, name)}")
-    if args.friction <= 0:
-        raise CLIError(f"--friction must be positive (1/fs), got {args.friction}")
+    if not (args.friction > 0 and math.isfinite(args.friction)):
+        raise CLIError(f"--friction must be a positive number (1/fs), got {args.friction}")
+    model = load_model(args.model)
     atoms = read_frames(args.start, index=str(args.index))[0]
     calc = GAPCalculator(model, std_every=None if args.no_std else args.std_interval)
     with thread_limit(args.threads, len(atoms), single_blas=True):

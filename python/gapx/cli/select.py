@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 
 from ..dataset import read_frames
+from ..io import atomic_write
 from ..learning import select_frames
-from .common import EXIT_OK, CLIError, add_evaluation_options, load_model, thread_limit
+from .common import (
+    EXIT_OK,
+    CLIError,
+    add_evaluation_options,
+    check_output_file,
+    load_model,
+    thread_limit,
+)
 
 
 def add_parser(sub) -> None:
@@ -46,28 +52,13 @@ def add_parser(sub) -> None:
     sel.set_defaults(func=run)
 
 
-@contextlib.contextmanager
-def _atomic(path: str):
-    """A temporary path in ``path``'s folder, moved onto ``path`` only if the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CLIError(f"output folder does not exist: {folder}")
-    handle, temporary = tempfile.mkstemp(
-        prefix=".gapx-select-", suffix=os.path.splitext(path)[1], dir=folder
-    )
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def run(args) -> int:
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    check_output_file(args.output, "-o")
+    if args.report:
+        check_output_file(args.report, "--report")
     model = load_model(args.model)
     pool = read_frames(args.pool)
     if not 1 <= args.n <= len(pool):
@@ -125,13 +116,13 @@ def run(args) -> int:
         "pool_max_local_std": [float(s) for s in selection.max_std],
         "units": {"score": "nats", "energy_std": "eV", "max_local_std": "eV"},
     }
+    # A failure while writing either file replaces neither.
     with contextlib.ExitStack() as stack:
-        temporary = stack.enter_context(_atomic(args.output))
-        ase.io.write(temporary, frames, format="extxyz")
+        handle = stack.enter_context(atomic_write(args.output, "w"))
+        ase.io.write(handle, frames, format="extxyz")
         if args.report:
-            report_temporary = stack.enter_context(_atomic(args.report))
-            with open(report_temporary, "w") as handle:
-                json.dump(report, handle, indent=2)
+            report_handle = stack.enter_context(atomic_write(args.report, "w"))
+            json.dump(report, report_handle, indent=2)
     print(f"{'rank':>4} {'index':>6} {'score':>10} {'energy_std':>11} {'max local std':>14}")
     for e in chosen:
         print(

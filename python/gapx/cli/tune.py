@@ -6,8 +6,9 @@ import json
 import os
 
 from ..dataset import read_frames
+from ..io import atomic_write
 from ..tuning import DEFAULT_SPACE, MIN_BUDGET, SETTINGS, search_space, tune
-from .common import EXIT_OK, CLIError, thread_limit
+from .common import EXIT_OK, CLIError, check_output_dir, check_output_file, thread_limit
 from .config import build_model, format_config, read_config, validate_config
 from .fit import dask_client
 
@@ -74,11 +75,16 @@ def run(args) -> int:
     frames = read_frames(args.train)
     if len(frames) < int(settings["folds"]):
         raise CLIError(f"{len(frames)} frames are fewer than the {settings['folds']} folds")
-    directory = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(directory):
-        raise CLIError(f"output directory does not exist: {directory}")
+    report_path = (
+        os.path.join(args.plots, "tune_report.json")
+        if args.plots
+        else (os.path.splitext(args.output)[0] + ".json")
+    )
+    check_output_file(args.output, "-o")
     if args.plots:
-        os.makedirs(args.plots, exist_ok=True)
+        check_output_dir(args.plots, "--plots")
+    else:
+        check_output_file(report_path, "-o (its .json report)")
     species = sorted({s for a in frames for s in a.get_chemical_symbols()})
     base = dict(config)
     base.pop("tune", None)
@@ -115,14 +121,11 @@ def run(args) -> int:
         f"CV ({report['folds']} folds) energy MAE {best['energy_mae']} eV/atom, "
         f"force MAE {best['force_mae']} eV/Å, score {best['score']:.6g}"
     )
-    with open(args.output, "w") as handle:
+    with atomic_write(args.output, "w") as handle:
         handle.write(format_config(report["config"], header=header))
-    report_path = (
-        os.path.join(args.plots, "tune_report.json")
-        if args.plots
-        else (os.path.splitext(args.output)[0] + ".json")
-    )
-    with open(report_path, "w") as handle:
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+    with atomic_write(report_path, "w") as handle:
         json.dump(report, handle, indent=1, default=str)
     if args.plots:
         from ..plotting import hyperparameter_plot, learning_curve_plot

@@ -21,6 +21,9 @@ from ..validation import (
     positive_number,
 )
 
+#: Settings of how a SOAP runs, not of what it computes: not compared, not serialised.
+_RUNTIME_SETTINGS = ("n_threads",)
+
 
 @dataclass(frozen=True)
 class SOAP:
@@ -59,7 +62,10 @@ class SOAP:
     sparse_method : {"cur", "random", "fps", "all"}
         Sparse-point selection.
     n_threads : int or None
-        OpenMP threads; None uses OpenMP's default (``OMP_NUM_THREADS``).
+        OpenMP threads; None uses OpenMP's default (``OMP_NUM_THREADS``). A runtime setting, not
+        part of the descriptor: it is not compared (``==``), not in :meth:`to_dict` and so not in
+        model files (an ``n_threads`` in an old file is ignored), but copies and pickles (dask
+        workers) keep it. The C++ core refuses more than max(256, 4 x processors).
 
     Notes
     -----
@@ -84,7 +90,7 @@ class SOAP:
     delta: float = 1.0
     n_sparse: int = 1000
     sparse_method: str = "cur"
-    n_threads: int | None = None
+    n_threads: int | None = field(default=None, compare=False)
     _core: object = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
@@ -161,10 +167,11 @@ class SOAP:
     type_name = "soap"
 
     def to_dict(self) -> dict:
-        """All settings as a JSON-safe dict with ``"type": "soap"`` (``from_dict`` inverts it)."""
+        """The descriptor's settings as a JSON-safe dict with ``"type": "soap"`` (``from_dict``
+        inverts it); ``n_threads``, a runtime setting, is not among them."""
         out = {"type": self.type_name}
         for f in fields(self):
-            if f.name.startswith("_"):
+            if f.name.startswith("_") or f.name in _RUNTIME_SETTINGS:
                 continue
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
@@ -172,8 +179,11 @@ class SOAP:
 
     @classmethod
     def from_dict(cls, data: dict) -> SOAP:
-        """Rebuild a SOAP from ``to_dict()`` output."""
+        """Rebuild a SOAP from ``to_dict()`` output. An ``n_threads`` (stored by gapx before
+        thread counts became a runtime setting) is ignored."""
         settings = described_settings(data, (cls.type_name,), "SOAP")
+        for name in _RUNTIME_SETTINGS:
+            settings.pop(name, None)
         known = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = set(settings) - known
         if unknown:
@@ -181,8 +191,9 @@ class SOAP:
         return cls(**settings)
 
     def __reduce__(self):
-        # The compiled core is rebuilt from the settings (copy.deepcopy, dask workers).
-        return (SOAP.from_dict, (self.to_dict(),))
+        # The compiled core is rebuilt from the settings (copy.deepcopy, dask workers); the
+        # thread count travels with them.
+        return (_rebuild, (self.to_dict(), self.n_threads))
 
     def _inputs(self, atoms, context):
         """Validated arrays, threads and the shared neighbour list (None: C++ builds one)."""
@@ -304,5 +315,14 @@ class SOAP:
     def describe_kind(self, kind: int) -> str:
         return f"soap[{chemical_symbols[int(kind)]}]"
 
+    def possible_kinds(self, species) -> set[int]:
+        """Atomic numbers of the ``species`` that are SOAP species."""
+        return {atomic_numbers[s] for s in species if s in self.species}
+
     def select_sparse(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return select_sparse(X, self.n_sparse, self.sparse_method, rng)
+
+
+def _rebuild(settings: dict, n_threads: int | None) -> SOAP:
+    """A SOAP from its ``to_dict()`` and its runtime thread count (unpickling)."""
+    return SOAP(**{k: v for k, v in settings.items() if k != "type"}, n_threads=n_threads)

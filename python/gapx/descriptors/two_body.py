@@ -12,6 +12,7 @@ from ..kernels import CutoffWeighted, SquaredExponential
 from ..neighbors import StructureContext
 from ..terms import DescriptorGradients, TermRows, gradient_backpropagate
 from ..validation import (
+    as_atomic_numbers,
     as_cutoff,
     chemical_symbols_list,
     described_settings,
@@ -107,6 +108,13 @@ class TwoBody:
         low, high = divmod(int(kind), PAIR_KIND_BASE)
         return f"two_body[{chemical_symbols[low]}-{chemical_symbols[high]}]"
 
+    def possible_kinds(self, species) -> set[int]:
+        """Pair codes of every pair of ``species`` (those allowed, when ``species`` is set)."""
+        numbers = sorted(
+            atomic_numbers[s] for s in species if self.species is None or s in self.species
+        )
+        return {a * PAIR_KIND_BASE + b for n, a in enumerate(numbers) for b in numbers[n:]}
+
     def _check_species(self, numbers: np.ndarray) -> None:
         if self.species is None:
             return
@@ -140,7 +148,7 @@ class TwoBody:
         return i[keep], j[keep], d[keep], D[keep]
 
     def rows(self, atoms, gradients: bool = False, context=None) -> TermRows:
-        numbers = np.asarray(atoms.numbers, dtype=np.int64)
+        numbers = as_atomic_numbers(atoms.numbers, minimum=0).astype(np.int64)
         self._check_species(numbers)
         i, j, d, D = self._pairs(atoms, context)
         n_pairs = len(i)

@@ -33,7 +33,14 @@ class SparseSet:
 
 
 def kmm_cholesky(kernel, points: np.ndarray, delta: float, jitter: float):
-    """Lower Cholesky factor L of ``delta^2 K(points, points) + jitter I`` and the jitter used.
+    """Lower Cholesky factor L of ``delta^2 K(points, points) + j I`` and the jitter ``j`` used.
+
+    ``jitter`` is relative to the block's prior variance: ``j = jitter * delta^2``, the prior
+    variance of a local energy (every kernel of gapx has ``k(x, x) <= 1``: SOAP rows are unit
+    vectors, the two-body cutoff weight is at most 1). So the regularisation, and with it the
+    conditioning of K_MM, is the same whatever a term's energy scale delta (an absolute jitter
+    is relatively 100 times weaker at delta = 10 than at delta = 1, and 100 times stronger at
+    0.1); at delta = 1 the two are the same number.
 
     When the factorisation fails (numerically singular K_MM, e.g. duplicated sparse points), the
     jitter is raised tenfold, starting from 1e-12 of the largest diagonal element, until it
@@ -41,7 +48,8 @@ def kmm_cholesky(kernel, points: np.ndarray, delta: float, jitter: float):
     """
     K = delta**2 * kernel(points, points)
     scale = float(np.max(np.diag(K))) if K.size else 1.0
-    trial = float(jitter)
+    jitter = float(jitter) * delta**2
+    trial = jitter
     while True:
         try:
             L = scipy.linalg.cholesky(

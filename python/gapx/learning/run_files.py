@@ -110,7 +110,7 @@ class RunFolder:
         return os.path.isfile(self.settings)
 
     def write_json(self, path: str, data: dict) -> None:
-        with atomic_write(path) as temporary, open(temporary, "w") as handle:
+        with atomic_write(path, "w") as handle:
             json.dump(data, handle, allow_nan=True)
 
     def read_json(self, path: str) -> dict:
@@ -120,7 +120,7 @@ class RunFolder:
     def write_frames(self, path: str, frames) -> list:
         """Write ``frames`` to ``path`` atomically; returns them as read back."""
         text = _extxyz_text(list(frames))
-        with atomic_write(path) as temporary, open(temporary, "w") as handle:
+        with atomic_write(path, "w") as handle:
             handle.write(text)
         return _parse_extxyz(text)
 
@@ -158,11 +158,10 @@ class RunFolder:
         return _parse_extxyz(complete)
 
     def write_model(self, model) -> None:
-        with atomic_write(self.model) as temporary:
-            model.save(temporary)
+        model.save(self.model)  # atomic: see gapx.io.write_model_file
 
     def write_learner(self, learner) -> None:
-        with atomic_write(self.learner) as temporary, open(temporary, "wb") as handle:
+        with atomic_write(self.learner) as handle:
             np.savez(handle, **learner.to_arrays())
 
     def read_learner(self) -> dict:
@@ -182,7 +181,7 @@ class RunFolder:
                 step = int(row["step"])
                 if step < keep_until or (step == keep_until and not inclusive):
                     rows.append(row)
-        with atomic_write(self.log) as temporary, open(temporary, "w", newline="") as handle:
+        with atomic_write(self.log, "w") as handle:
             writer = csv.DictWriter(handle, LOG_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)

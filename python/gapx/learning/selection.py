@@ -61,7 +61,7 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from ..neighbors import StructureContext
-from ..validation import positive_integer, positive_number
+from ..validation import as_atomic_numbers, positive_integer, positive_number
 
 #: Gains within this relative distance of the best count as ties (lowest index wins).
 TIE_RTOL = 1e-9
@@ -256,7 +256,8 @@ def _check_pool(model, pool) -> list:
     for index, atoms in enumerate(pool):
         if not hasattr(atoms, "numbers") or not hasattr(atoms, "cell"):
             raise TypeError(f"pool frame {index} is not an ase.Atoms object: {type(atoms)!r}")
-        unknown = sorted({chemical_symbols[z] for z in atoms.numbers} - set(model.e0))
+        numbers = as_atomic_numbers(atoms.numbers, minimum=0)
+        unknown = sorted({chemical_symbols[z] for z in numbers} - set(model.e0))
         if unknown:
             raise ValueError(
                 f"pool frame {index}: species {unknown} are not in the model "
