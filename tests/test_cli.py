@@ -268,6 +268,8 @@ def test_md_nve_and_langevin(workdir, capsys):
         5,
         "--log",
         log,
+        "--std-interval",
+        10,
         "--quiet",
     )
     assert code == 0, err
@@ -280,7 +282,7 @@ def test_md_nve_and_langevin(workdir, capsys):
     rows = np.loadtxt(log)
     assert rows.shape == (21, 7)
     assert np.allclose(rows[:, 1], rows[:, 2] + rows[:, 3], atol=1e-5)  # Etot = Epot + Ekin
-    # Energy and max force std every --std-interval (default 10) steps, nan in between.
+    # Energy and max force std every --std-interval steps, nan in between.
     assert np.all(rows[::10, 5:] > 0)
     assert np.all(np.isnan(np.delete(rows, [0, 10, 20], axis=0)[:, 5:]))
     assert np.isclose(rows[-1, 0], 0.02)
