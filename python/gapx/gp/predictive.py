@@ -1,9 +1,11 @@
 """Predictive variances of one structure: local and total energies, forces, virial.
 
-Each prediction is a linear functional of local energies (:mod:`gapx.gp.variance`); its row of
-sparse-point covariances is the structure's design-matrix row (:func:`gapx.gp.design.
-assemble_block` with the structure as a one-frame block), so prediction and fit share one
-definition of every functional. Costs are linear in the number of atoms.
+Each prediction is a linear functional of local energies (:mod:`gapx.gp.variance`) with a row
+of sparse-point covariances: sums of the rows' kernels for local and total energies, their
+strain derivatives for the virial, and for the forces the structure's force rows of the design
+matrix (:func:`gapx.gp.design.assemble_block` on a one-frame block, as the fit builds them).
+Its prior comes from :mod:`gapx.gp.variance`. Costs are linear in the number of atoms; the
+force rows (one product of the descriptor gradients with the sparse points) dominate.
 """
 
 from __future__ import annotations
