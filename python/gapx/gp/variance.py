@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from .design import CHUNK_ELEMENTS
 from .sparse_set import SparseSet
 
 
@@ -56,8 +57,6 @@ MAX_RANK = 64
 PIVOT_BLOCK = 8
 # The factorisation stops once the remainder's off-diagonal sum is bounded below this fraction.
 RESIDUAL_RTOL = 1e-8
-# Elements per temporary array of the batched prior computations (bounds their memory).
-CHUNK_ELEMENTS = 1 << 22
 
 
 def padded_groups(group: np.ndarray, n_groups: int) -> np.ndarray:
