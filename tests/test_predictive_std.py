@@ -18,6 +18,7 @@ import scipy.linalg
 import scipy.spatial.transform
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
+from dense_two_body import CUTOFF, DELTA, SIGMA_E, THETA, WIDTH, dense_kernel
 from structures import random_structure, strained_fcc_cells
 
 import gapx
@@ -59,17 +60,6 @@ def _fd_variance(cov, plus, minus, h):
 # Dense exact GP
 # ------------------------------------------------------------------------------------------
 
-THETA, DELTA, CUTOFF, WIDTH = 0.15, 0.7, 3.2, 0.8
-SIGMA_E = 0.05
-
-
-def _kernel(X, Y):
-    r, fc = X[:, 0], X[:, 1]
-    s, gc = Y[:, 0], Y[:, 1]
-    return (
-        DELTA**2 * fc[:, None] * gc[None, :] * np.exp(-((r[:, None] - s[None]) ** 2) / 2 / THETA**2)
-    )
-
 
 def test_force_and_stress_std_equal_the_dense_gp(rng):
     train = []
@@ -89,14 +79,14 @@ def test_force_and_stress_std_equal_the_dense_gp(rng):
         count = term.rows(a).n_rows
         P[n, start : start + count] = 1.0
         start += count
-    C = P @ _kernel(X, X) @ P.T + np.diag([(SIGMA_E * np.sqrt(len(a))) ** 2 for a in train])
+    C = P @ dense_kernel(X, X) @ P.T + np.diag([(SIGMA_E * np.sqrt(len(a))) ** 2 for a in train])
 
     def cov(a, b):
         """Exact posterior covariance of the total energies of structures a and b."""
         xa, xb = term.rows(a).X, term.rows(b).X
-        ka = _kernel(xa, X) @ P.T
-        kb = _kernel(xb, X) @ P.T
-        return _kernel(xa, xb).sum() - ka.sum(0) @ scipy.linalg.solve(C, kb.sum(0))
+        ka = dense_kernel(xa, X) @ P.T
+        kb = dense_kernel(xb, X) @ P.T
+        return dense_kernel(xa, xb).sum() - ka.sum(0) @ scipy.linalg.solve(C, kb.sum(0))
 
     test = random_structure(rng, ["Ar"], 3, cell=np.eye(3) * 4.6, pbc=True, min_distance=1.1)
     out = model.predict(test)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 from ase.calculators.singlepoint import SinglePointCalculator
+from dense_two_body import CUTOFF, DELTA, SIGMA_E, THETA, WIDTH, dense_kernel
 from structures import random_structure
 
 import gapx
@@ -105,18 +106,6 @@ def test_functional_variance_formula(rng):
 # Sparse set = every training environment, zero jitter: the sparse GP is the dense GP.
 # ------------------------------------------------------------------------------------------
 
-THETA, DELTA, CUTOFF, WIDTH = 0.15, 0.7, 3.2, 0.8
-SIGMA_E = 0.05
-
-
-def _kernel(X, Y):
-    """The two-body covariance written out: delta^2 f_c f_c' exp(-(r - r')^2 / 2 theta^2)."""
-    r, fc = X[:, 0], X[:, 1]
-    s, gc = Y[:, 0], Y[:, 1]
-    return (
-        DELTA**2 * fc[:, None] * gc[None, :] * np.exp(-((r[:, None] - s[None]) ** 2) / 2 / THETA**2)
-    )
-
 
 def _frames(rng, n, label):
     frames = []
@@ -152,7 +141,7 @@ def test_sparse_equals_dense_gp_with_all_points(rng):
     assert model.alpha.size == X.shape[0]
     y = np.array([a.get_potential_energy() for a in train])
     noise = np.diag([(SIGMA_E * np.sqrt(len(a))) ** 2 for a in train])
-    C = P @ _kernel(X, X) @ P.T + noise
+    C = P @ dense_kernel(X, X) @ P.T + noise
     beta = scipy.linalg.solve(C, y, assume_a="pos")
 
     for atoms in test:
@@ -161,9 +150,9 @@ def test_sparse_equals_dense_gp_with_all_points(rng):
         # Atom a's local energy: half of each pair row it belongs to.
         W = np.zeros((len(atoms), r.n_rows))
         np.add.at(W, (r.owner_atoms, r.owner_rows), r.owner_weights)
-        k_star = W @ _kernel(r.X, X) @ P.T  # (n_atoms, n_obs)
+        k_star = W @ dense_kernel(r.X, X) @ P.T  # (n_atoms, n_obs)
         mean = k_star @ beta
-        prior = W @ _kernel(r.X, r.X) @ W.T
+        prior = W @ dense_kernel(r.X, r.X) @ W.T
         cov = prior - k_star @ scipy.linalg.solve(C, k_star.T, assume_a="pos")
         total = np.ones(len(atoms))
         np.testing.assert_allclose(out["energies"], mean, rtol=0, atol=DENSE_TOL)
