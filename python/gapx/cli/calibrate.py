@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..dataset import data_summary, format_summary, read_frames
-from ..io import atomic_write
 from ..plotting import calibration_plot
 from ..uncertainty import calibrate, format_calibration, format_metrics_table
 from .common import (
@@ -16,6 +14,7 @@ from .common import (
     check_output_file,
     load_model,
     thread_limit,
+    write_report,
 )
 
 
@@ -61,9 +60,7 @@ def run(args) -> int:
     model.save(args.output)
     print(f"calibrated model written to {args.output}")
     if args.json:
-        with atomic_write(args.json, "w") as handle:
-            json.dump({"model": args.model, "data": args.data, **report}, handle, indent=2)
-        print(f"calibration written to {args.json}")
+        write_report(args.json, args, report, "calibration")
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         path = os.path.join(args.plots, "calibration.png")

@@ -4,11 +4,13 @@ loading, threads."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 
 from threadpoolctl import threadpool_limits
 
+from ..io import atomic_write
 from ..model import load
 
 EXIT_OK = 0
@@ -110,3 +112,11 @@ def thread_limit(threads: int | None, n_atoms: int | None = None, single_blas: b
     elif threads is not None:
         stack.enter_context(threadpool_limits(limits=threads))
     return stack
+
+
+def write_report(path: str, args, result: dict, what: str) -> None:
+    """Write ``result`` with the command's model and data paths as JSON to ``path`` (atomically)
+    and say so."""
+    with atomic_write(path, "w") as handle:
+        json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)
+    print(f"{what} written to {path}")

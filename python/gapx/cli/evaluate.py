@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..dataset import data_summary, format_summary, read_frames
 from ..evaluation import evaluate, format_error_table
-from ..io import atomic_write
 from ..labels import DEFAULT_KEYS
 from ..plotting import parity_plot
 from ..uncertainty import format_metrics_table
@@ -19,6 +17,7 @@ from .common import (
     check_output_file,
     load_model,
     thread_limit,
+    write_report,
 )
 
 
@@ -78,9 +77,7 @@ def run(args) -> int:
         stds = "calibrated" if model.calibration is not None else "predicted"
         print(format_metrics_table({stds: result["uncertainty"]}))
     if args.json:
-        with atomic_write(args.json, "w") as handle:
-            json.dump({"model": args.model, "data": args.data, **result}, handle, indent=2)
-        print(f"errors written to {args.json}")
+        write_report(args.json, args, result, "errors")
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         path = os.path.join(args.plots, "parity.png")
