@@ -51,6 +51,35 @@ def errors(model, frames) -> tuple[float, float]:
     return 1000 * energy, 1000 * forces
 
 
+def gap_fit_settings_model(species, n_sparse: int, verbose: bool = True):
+    """gap_fit's ethanol settings (the reference in ../shared/data/rmd17/README.md) as a gapx
+    model: SOAP 5/1/8/6/0.5, zeta 4, delta 1, ``n_sparse`` CUR points per species, sigma
+    0.001/0.03, e0 average, jitter 1e-8."""
+    import gapx
+
+    soap = gapx.SOAP(
+        species=species,
+        cutoff=5.0,
+        cutoff_transition_width=1.0,
+        n_max=8,
+        l_max=6,
+        atom_sigma=0.5,
+        zeta=4,
+        delta=1.0,
+        n_sparse=n_sparse,
+        sparse_method="cur",
+    )
+    return gapx.GAP(
+        [soap],
+        sigma_energy=0.001,
+        sigma_force=0.03,
+        e0="average",
+        sparse_jitter=1e-8,
+        seed=0,
+        verbose=verbose,
+    )
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -68,8 +97,6 @@ def main(argv=None) -> dict:
 
     import ase.io
 
-    import gapx
-
     if args.smoke:
         train_path = REPO / "tests" / "data" / "ethanol_train_50.extxyz"
         test_path = REPO / "tests" / "data" / "ethanol_test_20.extxyz"
@@ -83,21 +110,7 @@ def main(argv=None) -> dict:
     train = ase.io.read(train_path, f":{args.n_train}")
     test = ase.io.read(test_path, f":{args.n_test}")
 
-    soap = gapx.SOAP(
-        species=["C", "H", "O"],
-        cutoff=5.0,
-        cutoff_transition_width=1.0,
-        n_max=8,
-        l_max=6,
-        atom_sigma=0.5,
-        zeta=4,
-        delta=1.0,
-        n_sparse=args.n_sparse,
-        sparse_method="cur",
-    )
-    model = gapx.GAP(
-        [soap], sigma_energy=0.001, sigma_force=0.03, e0="average", sparse_jitter=1e-8, seed=0
-    )
+    model = gap_fit_settings_model(["C", "H", "O"], args.n_sparse)
     start, cpu_start = time.perf_counter(), time.process_time()
     summary = model.fit(train)
     fit_seconds = time.perf_counter() - start

@@ -34,24 +34,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, write_json  # noqa: E402
-from bench_fit import errors  # noqa: E402
+from bench_fit import errors, gap_fit_settings_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def reference_model(species, n_sparse, gapx):
-    soap = gapx.SOAP(
-        species=species,
-        cutoff=5.0,
-        cutoff_transition_width=1.0,
-        n_max=8,
-        l_max=6,
-        atom_sigma=0.5,
-        zeta=4,
-        delta=1.0,
-        n_sparse=n_sparse,
-    )
-    return gapx.GAP([soap], sigma_energy=0.001, sigma_force=0.03, verbose=False)
 
 
 def main(argv=None) -> dict:
@@ -70,7 +55,6 @@ def main(argv=None) -> dict:
 
     import ase.io
 
-    import gapx
     from gapx.cli import main as cli
     from gapx.cli.config import build_model, read_config, validate_config
     from gapx.hyperparameters import evidence_statistics, optimize_hyperparameters
@@ -89,13 +73,13 @@ def main(argv=None) -> dict:
         species = sorted(set(train[0].get_chemical_symbols()))
         row = {"n_train": len(train), "n_test": len(test)}
 
-        model = reference_model(species, args.n_sparse, gapx)
+        model = gap_fit_settings_model(species, args.n_sparse, verbose=False)
         start = time.perf_counter()
         model.fit(train)
         row["reference_fit_seconds"] = time.perf_counter() - start
         row["reference_energy_mae_meV"], row["reference_force_mae_meV_per_A"] = errors(model, test)
 
-        model = reference_model(species, args.n_sparse, gapx)
+        model = gap_fit_settings_model(species, args.n_sparse, verbose=False)
         start = time.perf_counter()
         evidence, names = evidence_statistics(model, train)
         row["evidence_statistics_seconds"] = time.perf_counter() - start
