@@ -309,7 +309,7 @@ def tune(
     model = build_model(config)
     from .hyperparameters import apply, optimize_hyperparameters
 
-    found = optimize_hyperparameters(model, frames, client=client)
+    found, _ = optimize_hyperparameters(model, frames, client=client)
     apply(model, found)
     report = {
         "complete": len(rows) >= n_trials,
