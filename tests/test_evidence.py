@@ -252,3 +252,16 @@ def test_gap_optimize_evidence_fits_with_the_values_found():
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-8, atol=1e-12)
     with pytest.raises(ValueError, match="optimize"):
         gapx.GAP([soap], optimize="cv")
+
+
+def test_optimize_setting_survives_save_and_load(tmp_path):
+    """A loaded model refits (gapx learn, a user's refit) as it was fitted: by the evidence."""
+    import gapx
+
+    frames, soap = _ethanol(6)
+    model = gapx.GAP([soap], optimize="evidence", verbose=False)
+    model.fit(frames)
+    model.save(tmp_path / "m.gapx")
+    loaded = gapx.load(tmp_path / "m.gapx")
+    assert loaded.optimize == "evidence"
+    np.testing.assert_array_equal(loaded.alpha, model.alpha)
