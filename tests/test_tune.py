@@ -155,3 +155,37 @@ def test_tune_budget_ending_mid_search_writes_best_so_far(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert open(tuned).read().startswith("# gapx tune: INCOMPLETE")
     assert json.load(open(str(tmp_path / "TUNED.json")))["complete"] is False
+
+
+def test_cross_validate_reports_each_folds_running_score_for_pruning():
+    """The score a trial reports after fold i (what Optuna's median pruner compares) is the CV
+    score of folds 0..i alone, and an exception from the callback stops the trial there."""
+    import gapx
+    from gapx.tuning import cross_validate
+
+    frames = ase.io.read(TRAIN, ":12")
+    splits = kfold_splits(frames, 3, seed=0)
+
+    def make():
+        soap = gapx.SOAP(species=["C", "H", "O"], cutoff=3.5, n_max=3, l_max=2, n_sparse=6)
+        return gapx.GAP([soap], sigma_energy=0.001, sigma_force=0.03, verbose=False)
+
+    reported = []
+    full = cross_validate(
+        make, frames, splits, (10.0, 1.0), on_fold=lambda i, s: reported.append(s)
+    )
+    assert len(reported) == 2  # after folds 0 and 1; the last fold's score is the result
+    for i, score in enumerate(reported):
+        assert score == pytest.approx(
+            cross_validate(make, frames, splits[: i + 1], (10.0, 1.0)).score
+        )
+    assert reported[-1] != pytest.approx(full.score)
+
+    class Stop(Exception):
+        pass
+
+    def stop(i, score):
+        raise Stop
+
+    with pytest.raises(Stop):
+        cross_validate(make, frames, splits, (10.0, 1.0), on_fold=stop)

@@ -109,12 +109,34 @@ class CVResult:
     seconds: float = 0.0
 
 
-def cross_validate(make_model, frames, splits, weights, deadline=math.inf, client=None):
+def _cv_errors(errors: dict, weights) -> CVResult:
+    """The :class:`CVResult` of held-out errors ``{config_type: {"energy": [...], "forces":
+    [...]}}`` (``seconds`` left 0)."""
+
+    def metrics(groups) -> tuple:
+        e = [x for g in groups for x in g["energy"]]
+        f = [x for g in groups for x in g["forces"]]
+        return error_metrics(e)["mae"], error_metrics(np.concatenate(f) if f else [])["mae"]
+
+    energy, force = metrics(errors.values())
+    score = weights[0] * (energy or 0.0) + weights[1] * (force or 0.0)
+    per_type = {}
+    for name, group in errors.items():
+        e, f = metrics([group])
+        per_type[name] = {"energy_mae": e, "force_mae": f}
+    return CVResult(score, energy, force, per_type)
+
+
+def cross_validate(
+    make_model, frames, splits, weights, deadline=math.inf, client=None, on_fold=None
+):
     """Fit ``make_model()`` on each split's training frames, predict its test frames; returns a
-    :class:`CVResult` (MAEs over all held-out frames, per config type too)."""
+    :class:`CVResult` (MAEs over all held-out frames, per config type too). ``on_fold(i,
+    score)`` is called after split i with the score of the splits so far (it may raise to stop
+    the trial, e.g. Optuna's pruning)."""
     start = time.perf_counter()
     errors: dict[str, dict[str, list]] = {}
-    for train, test in splits:
+    for i, (train, test) in enumerate(splits):
         if time.perf_counter() > deadline:
             raise Deadline
         model = make_model()
@@ -130,19 +152,11 @@ def cross_validate(make_model, frames, splits, weights, deadline=math.inf, clien
                 group["energy"].append((out["energy"] - labels.energy) / len(atoms))
             if labels.forces is not None:
                 group["forces"].append((out["forces"] - labels.forces).ravel())
-
-    def metrics(groups) -> tuple:
-        e = [x for g in groups for x in g["energy"]]
-        f = [x for g in groups for x in g["forces"]]
-        return error_metrics(e)["mae"], error_metrics(np.concatenate(f) if f else [])["mae"]
-
-    energy, force = metrics(errors.values())
-    score = weights[0] * (energy or 0.0) + weights[1] * (force or 0.0)
-    per_type = {}
-    for name, group in errors.items():
-        e, f = metrics([group])
-        per_type[name] = {"energy_mae": e, "force_mae": f}
-    return CVResult(score, energy, force, per_type, time.perf_counter() - start)
+        if on_fold is not None and i + 1 < len(splits):
+            on_fold(i, _cv_errors(errors, weights).score)
+    result = _cv_errors(errors, weights)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def trial_config(base: dict, params: dict) -> dict:
@@ -261,7 +275,8 @@ def tune(
     progress=None,
 ) -> dict:
     """Search ``space`` by CV within ``budget`` seconds; returns the report (JSON values) with
-    ``best`` (params, CV errors), ``config`` (the tuned config), ``trials``, ``complete`` (False
+    ``best`` (params, CV errors), ``config`` (the tuned config), ``trials`` (those that
+    completed), ``n_pruned`` (stopped after a fold worse than the median), ``complete`` (False
     when the budget ended the search before ``settings["trials"]`` trials) and, when
     ``curves``, ``learning_curves``. ``build_model(config)`` makes an unfitted GAP."""
     import optuna
@@ -276,13 +291,30 @@ def tune(
         frames, int(settings["folds"]), int(settings["seed"]), base["keys"]["config_type"]
     )
     rows = []
+    trial = None  # the Optuna trial running (its CV reports each fold's score for pruning)
+    pruned = 0
 
-    def objective(trial):
+    def prune_early(fold, score):
+        nonlocal pruned
+        trial.report(score, fold)
+        if trial.should_prune():
+            pruned += 1
+            raise optuna.TrialPruned(f"fold {fold + 1}: worse than the median trial")
+
+    def objective(optuna_trial):
+        nonlocal trial
+        trial = optuna_trial
         params = suggest(trial, space)
         config = trial_config(base, params)
         try:
             result = cross_validate(
-                lambda: build_model(config), frames, splits, weights, search_end, client
+                lambda: build_model(config),
+                frames,
+                splits,
+                weights,
+                search_end,
+                client,
+                prune_early,
             )
         except Deadline:
             raise optuna.TrialPruned("budget ended") from None
@@ -293,8 +325,13 @@ def tune(
         return result.score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A trial whose score after a fold is worse than the median of the trials before it at
+    # that fold stops there: more trials fit the budget, none is lost that could have won by
+    # the median (two trials complete before any is pruned).
     study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(settings["seed"]))
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=int(settings["seed"])),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
     n_trials = int(settings["trials"])
     study.optimize(
@@ -312,9 +349,10 @@ def tune(
     found, _ = optimize_hyperparameters(model, frames, client=client)
     apply(model, found)
     report = {
-        "complete": len(rows) >= n_trials,
+        "complete": len(rows) + pruned >= n_trials,
         "budget_seconds": budget,
         "n_trials": len(rows),
+        "n_pruned": pruned,
         "folds": int(settings["folds"]),
         "weights": {"energy": weights[0], "force": weights[1]},
         "space": {k: list(v) for k, v in space.items()},

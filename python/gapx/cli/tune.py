@@ -111,7 +111,7 @@ def run(args) -> int:
         "complete"
         if report["complete"]
         else (
-            f"INCOMPLETE: the budget ended after {report['n_trials']} of "
+            f"INCOMPLETE: the budget ended after {report['n_trials'] + report['n_pruned']} of "
             f"{settings['trials']} trials; best config so far"
         )
     )
@@ -135,6 +135,9 @@ def run(args) -> int:
             learning_curve_plot(
                 report["learning_curves"], os.path.join(args.plots, "learning_curves.png")
             )
-    print(f"{status}; {report['n_trials']} trials in {report['seconds']:.1f} s")
+    print(
+        f"{status}; {report['n_trials']} trials completed, {report['n_pruned']} stopped early "
+        f"(worse than the median after a fold), in {report['seconds']:.1f} s"
+    )
     print(f"tuned config written to {args.output}, report to {report_path}")
     return EXIT_OK
