@@ -65,7 +65,10 @@ def main(argv=None) -> dict:
         f"ethanol: {len(train)} training frames, calibrated on {len(calibration_frames)}, "
         f"judged on {len(held_out)} held-out frames"
     )
-    print(f"{'':24}{'Spearman':>9} {'mean z2':>8} {'cov68':>6} {'cov95':>6} {'area':>6}")
+    print(
+        f"{'':24}{'Spearman':>9} {'(ideal)':>8} {'mean z2':>8} {'cov68':>6} {'cov95':>6} "
+        f"{'area':>6}"
+    )
     for quantity in QUANTITIES:
         for when in ("held_out_before", "held_out_after"):
             m = results[when][quantity]
@@ -73,7 +76,8 @@ def main(argv=None) -> dict:
                 continue
             print(
                 f"{quantity:8} {when.removeprefix('held_out_'):>6} (n={m['n']:5d}) "
-                f"{m['spearman']:9.3f} {m['mean_z2']:8.3f} {m['coverage_68']:6.3f} "
+                f"{m['spearman']:9.3f} {m['spearman_calibrated']:8.3f} {m['mean_z2']:8.3f} "
+                f"{m['coverage_68']:6.3f} "
                 f"{m['coverage_95']:6.3f} {m['miscalibration_area']:6.3f}"
             )
     met = {
