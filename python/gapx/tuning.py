@@ -263,6 +263,99 @@ def _cv_row(result: CVResult) -> dict:
     }
 
 
+def _search_here(
+    optuna, frames, base, build_model, space, splits, weights, n_trials, end, seed, client, progress
+):
+    """Trials one after another in this process (each fit's blocks on ``client`` when given);
+    a trial whose score after a fold is worse than the median of the earlier trials at that
+    fold stops there (two trials complete before any is pruned). Returns ``(rows, pruned)``."""
+    rows, pruned, trial = [], 0, None
+
+    def prune_early(fold, score):
+        nonlocal pruned
+        trial.report(score, fold)
+        if trial.should_prune():
+            pruned += 1
+            raise optuna.TrialPruned(f"fold {fold + 1}: worse than the median trial")
+
+    def objective(optuna_trial):
+        nonlocal trial
+        trial = optuna_trial
+        params = suggest(trial, space)
+        config = trial_config(base, params)
+        try:
+            result = cross_validate(
+                lambda: build_model(config), frames, splits, weights, end, client, prune_early
+            )
+        except Deadline:
+            raise optuna.TrialPruned("budget ended") from None
+        rows.append({"number": trial.number, "params": params, **_cv_row(result)})
+        if progress is not None:
+            progress(rows[-1])
+        return result.score
+
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    study.optimize(objective, n_trials=n_trials, timeout=max(end - time.perf_counter(), 1e-3))
+    return rows, pruned
+
+
+def _cluster_trial(config, build_model, frames, splits, weights, seconds):
+    """One trial's CV on a worker (its fits local there) within ``seconds``; None when the
+    time ran out first."""
+    try:
+        result = cross_validate(
+            lambda: build_model(config), frames, splits, weights, time.perf_counter() + seconds
+        )
+    except Deadline:
+        return None
+    return _cv_row(result)
+
+
+def _search_on_cluster(
+    optuna, frames, base, build_model, space, splits, weights, n_trials, end, seed, client, progress
+):
+    """Trials in batches of one per worker, each trial's CV on one worker: the batch is asked
+    of Optuna together (TPE with the constant liar, so a batch spreads out) and told in trial
+    order once all are back, so the search is deterministic for a seed and a number of workers.
+    No pruning (a trial runs on its worker without talking back). Returns ``(rows, 0)``."""
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    shared = client.scatter([frames, splits], broadcast=True)
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    )
+    rows = []
+    while len(study.trials) < n_trials and time.perf_counter() < end:
+        batch = [study.ask() for _ in range(min(n_workers, n_trials - len(study.trials)))]
+        params = [suggest(trial, space) for trial in batch]
+        seconds = end - time.perf_counter()
+        futures = [
+            client.submit(
+                _cluster_trial,
+                trial_config(base, p),
+                build_model,
+                *shared,
+                weights,
+                seconds,
+                pure=False,
+            )
+            for p in params
+        ]
+        for trial, p, row in zip(batch, params, client.gather(futures), strict=True):
+            if row is None:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            study.tell(trial, row["score"])
+            rows.append({"number": trial.number, "params": p, **row})
+            if progress is not None:
+                progress(rows[-1])
+    return rows, 0
+
+
 def tune(
     frames,
     base: dict,
@@ -290,52 +383,22 @@ def tune(
     splits = kfold_splits(
         frames, int(settings["folds"]), int(settings["seed"]), base["keys"]["config_type"]
     )
-    rows = []
-    trial = None  # the Optuna trial running (its CV reports each fold's score for pruning)
-    pruned = 0
-
-    def prune_early(fold, score):
-        nonlocal pruned
-        trial.report(score, fold)
-        if trial.should_prune():
-            pruned += 1
-            raise optuna.TrialPruned(f"fold {fold + 1}: worse than the median trial")
-
-    def objective(optuna_trial):
-        nonlocal trial
-        trial = optuna_trial
-        params = suggest(trial, space)
-        config = trial_config(base, params)
-        try:
-            result = cross_validate(
-                lambda: build_model(config),
-                frames,
-                splits,
-                weights,
-                search_end,
-                client,
-                prune_early,
-            )
-        except Deadline:
-            raise optuna.TrialPruned("budget ended") from None
-        row = {"number": trial.number, "params": params, **_cv_row(result)}
-        rows.append(row)
-        if progress is not None:
-            progress(row)
-        return result.score
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A trial whose score after a fold is worse than the median of the trials before it at
-    # that fold stops there: more trials fit the budget, none is lost that could have won by
-    # the median (two trials complete before any is pruned).
-    study = optuna.create_study(
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=int(settings["seed"])),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-    )
     n_trials = int(settings["trials"])
-    study.optimize(
-        objective, n_trials=n_trials, timeout=max(search_end - time.perf_counter(), 1e-3)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = _search_here if client is None else _search_on_cluster
+    rows, pruned = search(
+        optuna,
+        frames,
+        base,
+        build_model,
+        space,
+        splits,
+        weights,
+        n_trials,
+        search_end,
+        int(settings["seed"]),
+        client,
+        progress,
     )
     if not rows:
         raise ValueError(

@@ -38,7 +38,12 @@ def add_parser(sub) -> None:
     tune_.add_argument("--trials", type=int, help=f"most trials (default {SETTINGS['trials']})")
     tune_.add_argument("--seed", type=int, help="seed of the folds and the sampler")
     tune_.add_argument("--threads", type=int, metavar="N", help="OpenMP/BLAS threads")
-    tune_.add_argument("--dask", metavar="ADDRESS", help="fit on a dask.distributed cluster")
+    tune_.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the trials on a dask.distributed cluster (scheduler address, or 'local'): one "
+        "trial per worker at a time",
+    )
     tune_.set_defaults(func=run)
 
 
