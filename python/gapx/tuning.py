@@ -8,6 +8,9 @@ trial count and seed give the same trials). Each fold's model is fitted with
 training frames and only the descriptor settings are searched. The score is
 ``energy_weight * energy MAE (eV/atom) + force_weight * force MAE (eV/Å)`` on the held-out folds.
 The search stops at a wall-clock deadline (a trial still running is abandoned between folds).
+Given a Dask client, trials run on its workers, a batch of one per worker at a time
+(:func:`_search_on_cluster`); otherwise one after another here, where a trial worse than the
+median after a fold stops there (:func:`_search_here`).
 """
 
 from __future__ import annotations
