@@ -3,12 +3,14 @@
 A *term* turns a structure into rows of features. Each row carries a local energy
 ``eps(x) = sum_m alpha_m delta^2 k(x, x_m)``; the total energy of the structure is the sum of its
 rows' local energies. A row belongs to a *kind* (for SOAP the atomic number of its centre, as
-QUIP's ``add_species``; for the two-body term the species pair); rows of different kinds never
-share sparse points, i.e. their kernel is zero. Each row's local energy is attributed to atoms
-through ``owners``: SOAP rows belong to their centre, two-body rows half to each atom of the pair.
+QUIP's ``add_species``; for the two-body term the species pair; for the three-body term the
+centre's species and its neighbours' pair); rows of different kinds never share sparse points,
+i.e. their kernel is zero. Each row's local energy is attributed to atoms through ``owners``:
+SOAP and three-body rows belong to their centre, two-body rows half to each atom of the pair.
 
-:class:`Term` lists what the fit and the prediction use; ``gapx.SOAP`` and ``gapx.TwoBody``
-implement it, and so must any future term. Nothing in gapx asks a term for its class.
+:class:`Term` lists what the fit and the prediction use; ``gapx.SOAP``, ``gapx.TwoBody`` and
+``gapx.ThreeBody`` implement it, and so must any future term. Nothing in gapx asks a term for
+its class.
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ def as_term(obj) -> Term:
     if isinstance(obj, Term):
         return obj
     raise TypeError(
-        f"a GAP term must be gapx.TwoBody, gapx.SOAP or implement gapx.terms.Term, got "
-        f"{type(obj)!r}"
+        "a GAP term must be gapx.TwoBody, gapx.ThreeBody, gapx.SOAP or implement "
+        f"gapx.terms.Term, got {type(obj)!r}"
     )
 
 
