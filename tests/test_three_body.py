@@ -339,9 +339,10 @@ def test_gap_fit_angle_3b_model_is_reproduced(tmp_path):
     assert len(model.terms) == 6  # one block per (centre, neighbour pair) of Cu and Al
     calculator = potential.Potential(param_filename=str(xml))
     tests = random_cu_al_cells(np.random.default_rng(12), 4)
-    cluster = tests[0].copy()
-    cluster.pbc = False
-    cluster.center(vacuum=4.0)
+    cluster = random_structure(
+        rng, ["Cu", "Al"], 6, cell=np.eye(3) * 3.5, pbc=False, min_distance=2
+    )
+    assert model.terms[0].rows(cluster).n_rows + model.terms[1].rows(cluster).n_rows > 0
     for atoms in [*tests, cluster]:
         quip = atoms.copy()
         quip.calc = calculator

@@ -190,6 +190,10 @@ class DotProduct:
         return cls(**described_settings(data, (cls.type_name,), "DotProduct"))
 
 
+# Kernel values per block of rows in value_and_gradient: a few such arrays fit in L2 cache.
+VALUE_BLOCK_ELEMENTS = 1 << 14
+
+
 def _differences(X, Y):
     """Per feature f, ``X[..., :, None, f] - Y[..., None, :, f]``: (..., n, m) each."""
     for f in range(X.shape[-1]):
@@ -273,7 +277,26 @@ class SquaredExponential:
         return -out * self._inverse
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
-        return self(X, Y), self.gradient(X, Y, C)
+        """``(k(X, Y), gradient(X, Y, C))`` from one evaluation of k, in blocks of rows whose
+        differences stay in cache (a prediction has 1e5 three-body rows or more)."""
+        x, y = self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y"))
+        n, m = x.shape[0], y.shape[0]
+        C = _coefficients(C, n, m)
+        k = np.empty((n, m))
+        out = np.empty_like(x)
+        step = max(1, VALUE_BLOCK_ELEMENTS // max(m, 1))
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            differences = list(_differences(x[rows], y))
+            sq = np.zeros((rows.stop - rows.start, m))
+            for _, d in differences:
+                sq += d * d
+            block = np.exp(-0.5 * sq)
+            k[rows] = block
+            block *= C[rows]
+            for f, d in differences:
+                out[rows, f] = -np.sum(block * d, axis=1)
+        return k, out * self._inverse
 
     def _unit_batched(self, x, y) -> np.ndarray:
         """The kernel of rows already divided by the length scales."""
@@ -359,7 +382,24 @@ class CutoffWeighted:
         return np.concatenate([g_inner, g_weight[:, None]], axis=1)
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
-        return self(X, Y), self.gradient(X, Y, C)
+        """``(k(X, Y), gradient(X, Y, C))`` from one evaluation of the inner kernel; with one
+        coefficient per column (prediction: the weights) no (n, m) coefficient array is formed,
+        the row weights scale the inner gradient instead."""
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        C = np.asarray(C, dtype=np.float64)
+        if C.ndim == 1:
+            _coefficients(C, x.shape[0], y.shape[0])  # shape check
+            cv = C * v
+            k_inner, g_inner = self.inner.value_and_gradient(x, y, cv)
+            g_inner *= w[:, None]
+            g_weight = k_inner @ cv
+        else:
+            C = _coefficients(C, x.shape[0], y.shape[0])
+            k_inner, g_inner = self.inner.value_and_gradient(x, y, C * w[:, None] * v[None, :])
+            g_weight = np.sum(C * v[None, :] * k_inner, axis=1)
+        k_inner *= w[:, None]
+        k_inner *= v[None, :]
+        return k_inner, np.concatenate([g_inner, g_weight[:, None]], axis=1)
 
     def batched(self, Xa, Xb) -> np.ndarray:
         wa, wb = Xa[..., -1], Xb[..., -1]
