@@ -15,8 +15,7 @@ from finite_differences import (
 from structures import random_cu_al_cells, random_structure, random_triclinic_cell
 
 import gapx
-from gapx.descriptors.three_body import TRIPLET_KIND_BASE
-from gapx.descriptors.two_body import PAIR_KIND_BASE
+from gapx.descriptors.three_body import triplet_kind
 from gapx.terms import gradient_backpropagate
 
 CUTOFF = 3.3
@@ -101,7 +100,8 @@ def test_kinds_owners_and_filters(rng):
     assert len(term.possible_kinds(["H", "O"])) == 2 * 3
     np.testing.assert_array_equal(rows.owner_rows, np.arange(rows.n_rows))
     np.testing.assert_allclose(rows.owner_weights, 1.0)
-    water = 8 * TRIPLET_KIND_BASE + 1 * PAIR_KIND_BASE + 1
+    water = triplet_kind(8, 1, 1)
+    assert water == 8_001_001
     assert term.describe_kind(water) == "three_body[H-O-H]"
     only = gapx.ThreeBody(cutoff=3.0, Z="O", Z1="H", Z2="H")
     assert only.possible_kinds(["H", "O"]) == {water}
@@ -313,7 +313,7 @@ def _quip_angle_3b_model(xml_path):
         entries = block.findall("sparseX")
         weights = np.array([float(e.get("sparseCutoff")) for e in entries])
         points = np.c_[points, weights]
-        (kind,) = term.possible_kinds([chemical_symbols[z] for z in (term.Z, term.Z1, term.Z2)])
+        kind = triplet_kind(term.Z, term.Z1, term.Z2)
         factor, jitter = kmm_cholesky(term.kernel, points, term.delta, 1e-8)
         sparse_sets.append(
             SparseSet(n, kind, points, len(alpha), term.delta, jitter=jitter, factor=factor)

@@ -23,6 +23,15 @@ from .two_body import PAIR_KIND_BASE, cosine_cutoff
 
 # Kind of a triplet row: Z_centre * TRIPLET_KIND_BASE + the pair code of its two neighbours.
 TRIPLET_KIND_BASE = PAIR_KIND_BASE * PAIR_KIND_BASE
+
+
+def triplet_kind(centre, neighbour_1, neighbour_2):
+    """Kind code(s) of rows with these atomic numbers (ints or arrays; neighbours in any order),
+    e.g. the kind of the sparse set of an imported angle_3b block with Z, Z1, Z2."""
+    low, high = np.minimum(neighbour_1, neighbour_2), np.maximum(neighbour_1, neighbour_2)
+    return centre * TRIPLET_KIND_BASE + low * PAIR_KIND_BASE + high
+
+
 # Features before the cutoff weight: r_ij + r_ik, (r_ij - r_ik)^2, r_jk.
 N_GEOMETRIC_FEATURES = 3
 
@@ -70,7 +79,13 @@ class ThreeBody:
     with ``f_c`` the cosine cutoff of :func:`gapx.descriptors.two_body.cosine_cutoff`. The kernel
     between rows of the same kind is ``w w' exp(-sum_d (x_d - x'_d)^2 / (2 theta_d^2))`` with w
     the cutoff weight (times ``delta**2``); a row's local energy belongs to its centre. Kinds are
-    species triplets: the centre's and the unordered pair of its neighbours'.
+    species triplets: the centre's and the unordered pair of its neighbours'
+    (:func:`triplet_kind`).
+
+    A gap_fit ``angle_3b`` block (``covariance_type=ard_se``) is the term with the same
+    ``cutoff``, ``cutoff_transition_width``, ``Z``, ``Z1``, ``Z2``, ``delta`` (its
+    ``signal_variance``) and ``theta``; its sparse points are ``np.c_[sparseX, sparseCutoff]``
+    (the last column is the cutoff weight) and its ``alpha`` their weights.
 
     Parameters
     ----------
@@ -160,9 +175,7 @@ class ThreeBody:
         )
         pairs = pairs[self._neighbours_match(pairs[:, 0], pairs[:, 1])]
         centres = [z for z in numbers if self.Z is None or z == self.Z]
-        return {
-            int(c * TRIPLET_KIND_BASE + a * PAIR_KIND_BASE + b) for c in centres for a, b in pairs
-        }
+        return {int(triplet_kind(c, a, b)) for c in centres for a, b in pairs}
 
     def triplets(self, atoms, context=None) -> Triplets:
         """Every ordered triplet the filters admit, grouped by increasing centre."""
@@ -215,11 +228,7 @@ class ThreeBody:
         X, dX_dr = self._features(triplets)
         numbers = np.asarray(atoms.numbers, dtype=np.int64)
         zj, zk = numbers[triplets.neighbours].T
-        kinds = (
-            numbers[triplets.centres] * TRIPLET_KIND_BASE
-            + np.minimum(zj, zk) * PAIR_KIND_BASE
-            + np.maximum(zj, zk)
-        )
+        kinds = triplet_kind(numbers[triplets.centres], zj, zk)
         n_rows = X.shape[0]
         index = np.arange(n_rows, dtype=np.int64)
         return TermRows(
