@@ -160,6 +160,30 @@ def test_invariant_under_rotation_translation_and_permutation(rng):
         np.testing.assert_allclose(_sorted_rows(term, other), reference, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "term",
+    [
+        gapx.ThreeBody(cutoff=3.4),
+        gapx.ThreeBody(cutoff=3.4, Z="Si"),
+        gapx.TwoBody(cutoff=3.4),
+        gapx.SOAP(species=["Si", "C"], cutoff=3.4, n_max=3, l_max=2),
+    ],
+    ids=lambda t: t.type_name,
+)
+def test_gradient_bytes_bound_the_gradients(term, rng):
+    """The fit plans its blocks by each term's own count: at least what the gradients take
+    (three-body: quadratic in the neighbours), and not far above it."""
+    from gapx.neighbors import StructureContext
+
+    atoms = random_structure(rng, ["Si", "C"], 6, cell=random_triclinic_cell(rng, 4.5))
+    grads = term.rows(atoms, gradients=True).gradients
+    held = grads.values.nbytes + grads.strain.nbytes
+    estimate = term.gradient_bytes(StructureContext(atoms))
+    assert held > 0
+    limit = 4.0 if term.type_name == "three_body" and term.Z else 1.5  # filters: an upper bound
+    assert held <= estimate <= limit * held
+
+
 def test_selection_skips_duplicate_rows(rng):
     term = gapx.ThreeBody(cutoff=3.5, n_sparse=10_000, sparse_method="random")
     atoms = random_structure(rng, ["Si"], 6, cell=np.eye(3) * 3.0, pbc=False)

@@ -102,6 +102,11 @@ class Term(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]:
         """dE/dr (n_atoms, 3) and dE/deps (3, 3) from dE/dX (n_rows, n_features) of ``rows``."""
 
+    def gradient_bytes(self, context) -> float:
+        """Bytes of this term's descriptor gradients (position entries and strain) for the
+        structure of ``context`` (a :class:`gapx.neighbors.StructureContext`), from its
+        neighbour list alone: the fit plans its blocks of frames with it."""
+
     def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
         """Most sparse points a fit can choose from a data set with these atom counts (the
         fit's memory is planned with it before any descriptor is computed)."""
@@ -127,6 +132,14 @@ def as_term(obj) -> Term:
         "a GAP term must be gapx.TwoBody, gapx.ThreeBody, gapx.SOAP or implement "
         f"gapx.terms.Term, got {type(obj)!r}"
     )
+
+
+def neighbour_counts(context, cutoff: float) -> np.ndarray:
+    """(n_atoms,) neighbours of each atom within ``cutoff`` (images included) in ``context``."""
+    n_atoms = len(context.numbers)
+    if n_atoms < 2 and not any(context.pbc):
+        return np.zeros(n_atoms, dtype=np.int64)
+    return np.bincount(context.neighbors(cutoff).arrays()[0], minlength=n_atoms)
 
 
 def gradient_backpropagate(

@@ -10,7 +10,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ..gp.selection import SPARSE_METHODS, check_sparse_method, select_sparse
 from ..kernels import CutoffWeighted, SquaredExponential
 from ..neighbors import StructureContext
-from ..terms import DescriptorGradients, TermRows, gradient_backpropagate
+from ..terms import DescriptorGradients, TermRows, gradient_backpropagate, neighbour_counts
 from ..validation import (
     as_atomic_numbers,
     as_cutoff,
@@ -259,6 +259,12 @@ class ThreeBody:
         # d|v|/d eps_ab = v_a v_b / |v| for v -> (1 + eps) v.
         dE_deps = np.einsum("tva,tvb->ab", triplets.vectors, pull)
         return dE_dr, dE_deps
+
+    def gradient_bytes(self, context) -> float:
+        """Per triplet row (c (c - 1) per centre with c neighbours, before the species
+        filters): three position entries and a strain block."""
+        counts = neighbour_counts(context, self.cutoff).astype(np.float64)
+        return 8.0 * self.n_features * (3 * 3 + 9) * float(np.sum(counts * (counts - 1)))
 
     def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
         return self.n_sparse * len(self.possible_kinds(list(atoms_per_species)))
