@@ -254,6 +254,26 @@ def test_mixed_model_forces_and_stress_are_exact(mixed_model):
     assert_gradients_close(stress, expected, rtol=1e-6)
 
 
+def test_energy_is_smooth_where_a_neighbour_leaves_the_cutoff(mixed_model):
+    """A neighbour crossing the three-body cutoff (inside the other terms' cutoffs): the energy
+    across it is the first-order Taylor expansion from the force at the cutoff. The energy is
+    C^1 (the cosine cutoff's second derivative jumps there, as QUIP's), so the remainder is
+    O(h^2) ~ 1e-7; a jump in the energy would leave O(1), one in the force O(h)."""
+    model, _ = mixed_model
+    cutoff, h = model.terms[1].cutoff, 1e-4
+    direction = np.array([0.6, 0.8, 0.0])
+
+    def trimer(r):
+        return Atoms("CuAlCu", positions=[[0, 0, 0], [2.4, 0, 0], r * direction])
+
+    three_body = model.terms[1]
+    assert three_body.rows(trimer(cutoff - h)).n_rows > three_body.rows(trimer(cutoff + h)).n_rows
+    inside, outside = (model.predict(trimer(cutoff + s), std=False)["energy"] for s in (-h, h))
+    slope = -model.predict(trimer(cutoff), std=False)["forces"][2] @ direction
+    assert abs(slope) > 1e-2
+    assert abs(outside - inside - 2 * h * slope) < 1e-6
+
+
 def test_mixed_model_round_trip_and_stds(mixed_model, tmp_path):
     model, probe = mixed_model
     path = tmp_path / "model.gapx"
