@@ -206,6 +206,8 @@ def test_round_trip_and_bad_parameters():
         gapx.ThreeBody(theta=(1.0, -2.0, 1.0))
     with pytest.raises(ValueError, match="Z1"):
         gapx.ThreeBody(Z1="Xx")
+    with pytest.raises(ValueError, match="Z2 must be"):
+        gapx.ThreeBody(Z2=False)
     with pytest.raises(ValueError, match="Z"):
         gapx.ThreeBody(Z=200)
     with pytest.raises(ValueError, match="sparse_method"):

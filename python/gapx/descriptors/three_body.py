@@ -38,6 +38,8 @@ N_GEOMETRIC_FEATURES = 3
 
 def _species_filter(name: str, value) -> int | None:
     """An atomic number, or None for any species (QUIP's 0)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a chemical symbol or atomic number, got {value!r}")
     if value is None or (isinstance(value, (int, np.integer)) and value == 0):
         return None
     (symbol,) = chemical_symbols_list(name, [value])
@@ -52,9 +54,10 @@ def _matches(z: np.ndarray, wanted: int | None) -> np.ndarray:
 class Triplets:
     """The ordered triplets (i; j, k) of a structure: j and k distinct neighbour entries of i.
 
-    ``vectors`` (n, 3, 3) are the three distance vectors of each triplet, i->j, i->k and j->k,
-    ``distances`` (n, 3) their lengths; ``ends`` (n, 3, 2) the atoms each vector starts and
-    ends at (periodic images are the same atom).
+    ``centres`` (n,) and ``neighbours`` (n, 2) are atom indices; ``vectors`` (n, 3, 3) are the
+    three distance vectors of each triplet, i->j, i->k and j->k, ``distances`` (n, 3) their
+    lengths; ``ends`` (n, 3, 2) the atoms each vector starts and ends at (periodic images are
+    the same atom).
     """
 
     centres: np.ndarray
