@@ -32,8 +32,8 @@ class GAP:
     Parameters
     ----------
     terms : list
-        Terms implementing :class:`gapx.terms.Term` — ``gapx.TwoBody`` and/or ``gapx.SOAP``
-        (each carries delta, n_sparse, sparse_method).
+        Terms implementing :class:`gapx.terms.Term` — ``gapx.TwoBody``, ``gapx.ThreeBody`` and/or
+        ``gapx.SOAP`` (each carries delta, n_sparse, sparse_method).
     sigma_energy, sigma_force, sigma_virial : float
         Default noise: eV/atom (scaled by sqrt(n_atoms)), eV/Å, eV/atom (scaled by sqrt(n_atoms)).
     config_type_sigma : dict, optional
