@@ -97,7 +97,8 @@ def _frame_groups(model, frames, labels, targets, names: list[str]):
 
 
 def group_statistics(model_parts, frames, targets, groups, n_groups):
-    """One block's :class:`GroupStatistics` parts: per group its R factor, rows and sum log r."""
+    """One block's :class:`GroupStatistics` parts: per group ``(rows or their R factor, whether
+    it is R, number of rows, sum of log r)``."""
     terms, sparse_sets, n_columns = model_parts
     rows = blocks.scaled_rows(model_parts, frames, targets)
     n_atoms = [len(a) for a in frames]
@@ -114,9 +115,15 @@ def group_statistics(model_parts, frames, targets, groups, n_groups):
     out = []
     for g in range(n_groups):
         mask = row_group == g
-        qr = StreamingQR(n_columns)
-        qr.add_rows(rows[mask])
-        out.append((np.triu(qr.R), int(mask.sum()), float(log_scale[mask].sum())))
+        part = rows[mask]
+        # As blocks.block_factor: reduced to R only when taller than wide, so that folding it
+        # costs no more than folding the rows would.
+        triangle = part.shape[0] > n_columns + 1
+        if triangle:
+            qr = StreamingQR(n_columns)
+            qr.add_rows(part)
+            part = np.triu(qr.R)
+        out.append((part, triangle, int(mask.sum()), float(log_scale[mask].sum())))
     return out
 
 
@@ -159,7 +166,7 @@ def evidence_statistics(model, frames, client=None) -> Statistics:
     plan = blocks.frame_blocks(
         gradient_bytes + blocks.design_row_bytes(fit_frames, n_columns), model.block_memory
     )
-    parts = [[np.zeros((n_columns + 1, n_columns + 1), order="F"), 0, 0.0] for _ in names]
+    parts = [[StreamingQR(n_columns), 0, 0.0] for _ in names]
     for block in blocks.map_blocks(
         client,
         group_statistics,
@@ -177,11 +184,13 @@ def evidence_statistics(model, frames, client=None) -> Statistics:
         desc="evidence statistics",
         verbose=model.verbose,
     ):
-        for part, (R, n, log_scale) in zip(parts, block, strict=True):
-            if n:
-                part[0] = fold_triangle(part[0], R)
-                part[1], part[2] = part[1] + n, part[2] + log_scale
-    stats = [GroupStatistics(np.triu(R), n, s) for R, n, s in parts]
+        for part, (rows, triangle, n, log_scale) in zip(parts, block, strict=True):
+            if triangle:
+                part[0].R = fold_triangle(part[0].R, rows)
+            else:
+                part[0].add_rows(rows)
+            part[1], part[2] = part[1] + n, part[2] + log_scale
+    stats = [GroupStatistics(np.triu(qr.R), n, s) for qr, n, s in parts]
     evidence = Evidence(L, column_term, stats)
     return Statistics(evidence, names, unit, fit_frames, targets, e0)
 
