@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "model_terms.hpp"
+
+#include "gapx/cutoff.hpp"
+#include "gapx/elements.hpp"
+#include "gapx/errors.hpp"
+#include "gapx/parallel.hpp"
+#include "gapx/soap.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gapx::detail {
+namespace {
+
+/// Kind of a two-body row, as gapx.descriptors.two_body.PAIR_KIND_BASE.
+constexpr int pair_kind_base = 1000;
+/// Centres per kernel block: one GEMM of (block x features) by (features x sparse points).
+constexpr Index block_rows = 64;
+
+Real positive(const Json &settings, const std::string &key, const std::string &what) {
+    const Real value = settings.at(key, what).number(what + " " + key);
+    if (!(value > 0.0) || !std::isfinite(value)) {
+        throw InvalidArgument(what + " " + key + " must be positive");
+    }
+    return value;
+}
+
+std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
+    std::vector<int> numbers;
+    for (const Json &symbol : symbols.array(what)) {
+        const int z = atomic_number(symbol.string(what));
+        if (z == 0) {
+            throw InvalidArgument(what + " names an unknown element '" + symbol.string(what) +
+                                  "'");
+        }
+        numbers.push_back(z);
+    }
+    std::sort(numbers.begin(), numbers.end());
+    return numbers;
+}
+
+/// x^p as kernels.DotProduct._power: small integer powers by multiplication (exact for x < 0).
+inline Real power(Real x, Real p) {
+    if (p == 0.0) {
+        return 1.0;
+    }
+    if (p == std::floor(p) && p >= 1.0 && p <= 8.0) {
+        Real out = x;
+        for (int k = 1; k < static_cast<int>(p); ++k) {
+            out *= x;
+        }
+        return out;
+    }
+    return std::pow(x, p);
+}
+
+/// SOAP with the dot-product kernel k = (x . x_m)^zeta of the unit rows, per centre species.
+class SoapTerm final : public ModelTerm {
+  public:
+    SoapTerm(const SoapOptions &options, Real zeta, Real delta)
+        : soap_(options), zeta_(zeta), delta_(delta) {}
+
+    Real cutoff() const override { return soap_.options().cutoff; }
+    Real delta() const override { return delta_; }
+    Index n_features() const override { return soap_.n_features(); }
+    std::set<int> possible_kinds(const std::vector<int> &species) const override {
+        std::set<int> kinds;
+        for (int z : species) {
+            const auto &own = soap_.options().species;
+            if (std::binary_search(own.begin(), own.end(), z)) {
+                kinds.insert(z);
+            }
+        }
+        return kinds;
+    }
+
+    void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
+                 int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
+        const int threads = resolve_threads(n_threads);
+        const PowerSpectrum::Centers centers = soap_.centers(list, n_centers, numbers);
+        soap_.compute(centers, ws.values, threads);
+        const Index n_feat = n_features();
+        ws.dE_dx.setZero(n_centers, n_feat);
+        ws.kernels.resize(static_cast<size_t>(threads));
+        ws.blocks.resize(static_cast<size_t>(threads));
+        std::vector<Index> rows;
+        for (const SparseSet &set : sets_) {
+            rows.clear();
+            for (Index i = 0; i < n_centers; ++i) {
+                if (numbers[static_cast<size_t>(i)] == set.kind) {
+                    rows.push_back(i);
+                }
+            }
+            const Index n_rows = static_cast<Index>(rows.size());
+            const Index n_blocks = (n_rows + block_rows - 1) / block_rows;
+            const Real d2 = set.delta * set.delta;
+            ExceptionCapture capture;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+            for (Index b = 0; b < n_blocks; ++b) {
+                capture.run([&] {
+                    RowMatrix &x = ws.blocks[static_cast<size_t>(thread_id())];
+                    RowMatrix &k = ws.kernels[static_cast<size_t>(thread_id())];
+                    const Index begin = b * block_rows;
+                    const Index n = std::min(block_rows, n_rows - begin);
+                    x.resize(n, n_feat);
+                    for (Index r = 0; r < n; ++r) {
+                        x.row(r) = ws.values.row(rows[static_cast<size_t>(begin + r)]);
+                    }
+                    k.resize(n, set.points.rows());
+                    k.noalias() = x * set.points.transpose();
+                    // k <- w_m zeta c^(zeta-1) (the derivative's weights); local = sum w_m c^zeta
+                    for (Index r = 0; r < n; ++r) {
+                        Real local = 0.0;
+                        for (Index m = 0; m < k.cols(); ++m) {
+                            const Real c = k(r, m);
+                            const Real lower = power(c, zeta_ - 1.0);
+                            local += set.weights[m] * (lower * c);
+                            k(r, m) = set.weights[m] * zeta_ * lower;
+                        }
+                        energies[rows[static_cast<size_t>(begin + r)]] += d2 * local;
+                    }
+                    x.noalias() = k * set.points;
+                    for (Index r = 0; r < n; ++r) {
+                        ws.dE_dx.row(rows[static_cast<size_t>(begin + r)]) = d2 * x.row(r);
+                    }
+                });
+            }
+            capture.rethrow();
+        }
+        soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads);
+    }
+
+  private:
+    PowerSpectrum soap_;
+    Real zeta_;
+    Real delta_;
+};
+
+/// Pair distances with k = f_c(r) f_c(r') exp(-(r - r')^2 / 2 theta^2) per species pair, each
+/// pair's local energy shared equally by its atoms (gapx.TwoBody).
+class TwoBodyTerm final : public ModelTerm {
+  public:
+    TwoBodyTerm(Real cutoff, Real width, Real delta, Real theta, std::vector<int> species)
+        : cutoff_(cutoff), width_(width), delta_(delta), theta_(theta),
+          species_(std::move(species)) {}
+
+    Real cutoff() const override { return cutoff_; }
+    Real delta() const override { return delta_; }
+    Index n_features() const override { return 2; }
+    std::set<int> possible_kinds(const std::vector<int> &species) const override {
+        std::vector<int> allowed;
+        for (int z : species) {
+            if (species_.empty() || std::binary_search(species_.begin(), species_.end(), z)) {
+                allowed.push_back(z);
+            }
+        }
+        std::sort(allowed.begin(), allowed.end());
+        std::set<int> kinds;
+        for (size_t a = 0; a < allowed.size(); ++a) {
+            for (size_t b = a; b < allowed.size(); ++b) {
+                kinds.insert(allowed[a] * pair_kind_base + allowed[b]);
+            }
+        }
+        return kinds;
+    }
+
+    void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
+                 int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
+        const int threads = resolve_threads(n_threads);
+        if (!species_.empty()) {
+            for (int z : numbers) {
+                if (!std::binary_search(species_.begin(), species_.end(), z)) {
+                    throw InvalidArgument("species " + chemical_symbol(z) +
+                                          " is not in this TwoBody's species");
+                }
+            }
+        }
+        const Index n_pairs = list.n_pairs();
+        ws.pair_gradients.resize(n_pairs, 3);
+        ws.pair_energies.resize(n_pairs);
+        const Real inv_theta2 = 1.0 / (theta_ * theta_);
+        const Real d2 = delta_ * delta_;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (Index k = 0; k < n_pairs; ++k) {
+            const auto idx = static_cast<size_t>(k);
+            const int zi = numbers[static_cast<size_t>(list.first[idx])];
+            const int zj = numbers[static_cast<size_t>(list.second[idx])];
+            const int kind = std::min(zi, zj) * pair_kind_base + std::max(zi, zj);
+            const SparseSet *set = nullptr;
+            for (const SparseSet &s : sets_) {
+                if (s.kind == kind) {
+                    set = &s;
+                }
+            }
+            Real energy = 0.0;
+            Real slope = 0.0;
+            const Real r = list.distances[idx];
+            if (set != nullptr) {
+                Real fc = 0.0;
+                Real dfc = 0.0;
+                cosine_cutoff(r, cutoff_, width_, fc, dfc);
+                for (Index m = 0; m < set->points.rows(); ++m) {
+                    const Real diff = r - set->points(m, 0);
+                    const Real e = set->weights[m] * set->points(m, 1) *
+                                   std::exp(-0.5 * diff * diff * inv_theta2);
+                    energy += fc * e;
+                    slope += e * (dfc - fc * diff * inv_theta2);
+                }
+            }
+            // Half of the pair's energy belongs to the centre (the full list holds j -> i too).
+            ws.pair_energies[k] = 0.5 * d2 * energy;
+            const Real scale = r > 0.0 ? 0.5 * d2 * slope / r : 0.0;
+            for (int a = 0; a < 3; ++a) {
+                ws.pair_gradients(k, a) = scale * list.vectors(k, a);
+            }
+        }
+        // In pair order: the sums do not depend on the number of threads.
+        for (Index k = 0; k < n_pairs; ++k) {
+            const Index i = list.first[static_cast<size_t>(k)];
+            if (i < n_centers) {
+                energies[i] += ws.pair_energies[k];
+            }
+        }
+    }
+
+  private:
+    Real cutoff_;
+    Real width_;
+    Real delta_;
+    Real theta_;
+    std::vector<int> species_; ///< allowed atomic numbers, increasing; empty: any
+};
+
+} // namespace
+
+std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &what) {
+    const std::string &type = settings.at("type", what).string(what + " type");
+    if (type == "soap") {
+        SoapOptions options;
+        options.species = atomic_numbers(settings.at("species", what), what + " species");
+        options.cutoff = positive(settings, "cutoff", what);
+        options.n_max = static_cast<int>(settings.at("n_max", what).integer(what + " n_max"));
+        options.l_max = static_cast<int>(settings.at("l_max", what).integer(what + " l_max"));
+        options.atom_sigma = positive(settings, "atom_sigma", what);
+        options.transition_width = positive(settings, "cutoff_transition_width", what);
+        options.central_weight =
+            settings.at("central_weight", what).number(what + " central_weight");
+        if (options.n_max < 1 || options.l_max < 0 || options.l_max > 30) {
+            throw InvalidArgument(what + ": n_max must be >= 1 and l_max in [0, 30]");
+        }
+        return std::make_unique<SoapTerm>(options, positive(settings, "zeta", what),
+                                          positive(settings, "delta", what));
+    }
+    if (type == "two_body") {
+        const Real cutoff = positive(settings, "cutoff", what);
+        const Real width = positive(settings, "cutoff_transition_width", what);
+        if (width > cutoff) {
+            throw InvalidArgument(what + ": cutoff_transition_width exceeds the cutoff");
+        }
+        const Json &species = settings.at("species", what);
+        return std::make_unique<TwoBodyTerm>(
+            cutoff, width, positive(settings, "delta", what), positive(settings, "theta", what),
+            species.is_null() ? std::vector<int>{} : atomic_numbers(species, what + " species"));
+    }
+    throw NotImplemented(what + " is of type '" + type +
+                         "', which the C++ prediction engine does not implement (it has soap "
+                         "and two_body)");
+}
+
+} // namespace gapx::detail
