@@ -6,6 +6,7 @@
 #include "gapx/errors.hpp"
 #include "gapx/parallel.hpp"
 #include "gapx/soap.hpp"
+#include "dot_kernel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,8 +16,12 @@ namespace {
 
 /// Kind of a two-body row, as gapx.descriptors.two_body.PAIR_KIND_BASE.
 constexpr int pair_kind_base = 1000;
-/// Centres per kernel block: one GEMM of (block x features) by (features x sparse points).
+/// Centres per kernel task (dot_kernel_energies takes at most 64 rows).
 constexpr Index block_rows = 64;
+/// Fewest sparse points per slice, and the number of tasks a set is split into when its rows
+/// are few (a molecule: one block of rows, its points in slices).
+constexpr Index min_slice = 128;
+constexpr Index min_tasks = 8;
 
 Real positive(const Json &settings, const std::string &key, const std::string &what) {
     const Real value = settings.at(key, what).number(what + " " + key);
@@ -38,21 +43,6 @@ std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
     }
     std::sort(numbers.begin(), numbers.end());
     return numbers;
-}
-
-/// x^p as kernels.DotProduct._power: small integer powers by multiplication (exact for x < 0).
-inline Real power(Real x, Real p) {
-    if (p == 0.0) {
-        return 1.0;
-    }
-    if (p == std::floor(p) && p >= 1.0 && p <= 8.0) {
-        Real out = x;
-        for (int k = 1; k < static_cast<int>(p); ++k) {
-            out *= x;
-        }
-        return out;
-    }
-    return std::pow(x, p);
 }
 
 /// SOAP with the dot-product kernel k = (x . x_m)^zeta of the unit rows, per centre species.
@@ -82,8 +72,6 @@ class SoapTerm final : public ModelTerm {
         soap_.compute(centers, ws.values, threads);
         const Index n_feat = n_features();
         ws.dE_dx.setZero(n_centers, n_feat);
-        ws.kernels.resize(static_cast<size_t>(threads));
-        ws.blocks.resize(static_cast<size_t>(threads));
         std::vector<Index> rows;
         for (const SparseSet &set : sets_) {
             rows.clear();
@@ -93,40 +81,58 @@ class SoapTerm final : public ModelTerm {
                 }
             }
             const Index n_rows = static_cast<Index>(rows.size());
-            const Index n_blocks = (n_rows + block_rows - 1) / block_rows;
-            const Real d2 = set.delta * set.delta;
-            ExceptionCapture capture;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-            for (Index b = 0; b < n_blocks; ++b) {
-                capture.run([&] {
-                    RowMatrix &x = ws.blocks[static_cast<size_t>(thread_id())];
-                    RowMatrix &k = ws.kernels[static_cast<size_t>(thread_id())];
-                    const Index begin = b * block_rows;
-                    const Index n = std::min(block_rows, n_rows - begin);
-                    x.resize(n, n_feat);
-                    for (Index r = 0; r < n; ++r) {
-                        x.row(r) = ws.values.row(rows[static_cast<size_t>(begin + r)]);
-                    }
-                    k.resize(n, set.points.rows());
-                    k.noalias() = x * set.points.transpose();
-                    // k <- w_m zeta c^(zeta-1) (the derivative's weights); local = sum w_m c^zeta
-                    for (Index r = 0; r < n; ++r) {
-                        Real local = 0.0;
-                        for (Index m = 0; m < k.cols(); ++m) {
-                            const Real c = k(r, m);
-                            const Real lower = power(c, zeta_ - 1.0);
-                            local += set.weights[m] * (lower * c);
-                            k(r, m) = set.weights[m] * zeta_ * lower;
-                        }
-                        energies[rows[static_cast<size_t>(begin + r)]] += d2 * local;
-                    }
-                    x.noalias() = k * set.points;
-                    for (Index r = 0; r < n; ++r) {
-                        ws.dE_dx.row(rows[static_cast<size_t>(begin + r)]) = d2 * x.row(r);
-                    }
-                });
+            const Index n_points = set.points.rows();
+            ws.blocks.resize(n_rows, n_feat);
+            for (Index r = 0; r < n_rows; ++r) {
+                ws.blocks.row(r) = ws.values.row(rows[static_cast<size_t>(r)]);
             }
-            capture.rethrow();
+            // Tasks: blocks of rows times slices of the sparse points, so that a small molecule
+            // (one block) still spreads over threads. The split depends on the sizes only, and
+            // the slices are summed in order: results do not depend on the thread count.
+            const Index n_blocks = (n_rows + block_rows - 1) / block_rows;
+            const Index n_slices =
+                n_blocks == 0 ? 0
+                              : std::max<Index>(1, std::min((n_points + min_slice - 1) / min_slice,
+                                                            min_tasks / n_blocks));
+            const Index slice = n_slices == 0 ? 0 : (n_points + n_slices - 1) / n_slices;
+            const Index n_tasks = n_blocks * n_slices;
+            ws.task_energies.assign(static_cast<size_t>(n_tasks * block_rows), 0.0);
+            ws.task_gradients.resize(static_cast<size_t>(n_tasks * block_rows * n_feat));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+            for (Index t = 0; t < n_tasks; ++t) {
+                const Index b = t / n_slices;
+                const Index s = t % n_slices;
+                const Index n = std::min(block_rows, n_rows - b * block_rows);
+                const Index m0 = std::min(s * slice, n_points);
+                const Index m = std::min(slice, n_points - m0);
+                dot_kernel_energies(ws.blocks.data() + b * block_rows * n_feat, n,
+                                    set.points.data() + m0 * n_feat, m, n_feat,
+                                    set.weights.data() + m0, zeta_,
+                                    ws.task_energies.data() + t * block_rows,
+                                    ws.task_gradients.data() + t * block_rows * n_feat);
+            }
+            const Real d2 = set.delta * set.delta;
+#pragma omp parallel for num_threads(threads) schedule(static)
+            for (Index r = 0; r < n_rows; ++r) {
+                const Index b = r / block_rows;
+                const Index within = r % block_rows;
+                const Index i = rows[static_cast<size_t>(r)];
+                Real local = 0.0;
+                Real *g = ws.dE_dx.row(i).data();
+                for (Index s = 0; s < n_slices; ++s) {
+                    const Index t = b * n_slices + s;
+                    local += ws.task_energies[static_cast<size_t>(t * block_rows + within)];
+                    const Real *part =
+                        ws.task_gradients.data() + (t * block_rows + within) * n_feat;
+                    for (Index f = 0; f < n_feat; ++f) {
+                        g[f] += part[f];
+                    }
+                }
+                energies[i] += d2 * local;
+                for (Index f = 0; f < n_feat; ++f) {
+                    g[f] *= d2;
+                }
+            }
         }
         soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads);
     }

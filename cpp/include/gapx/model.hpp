@@ -30,8 +30,9 @@ struct ModelWorkspace {
     RowMatrix dE_dx;                 ///< dE/d rows
     Positions pair_gradients;        ///< dE/dD per pair of one term's list
     Eigen::VectorXd pair_energies;   ///< local energy per pair (two-body)
-    std::vector<RowMatrix> kernels;  ///< per thread: a block of kernel values
-    std::vector<RowMatrix> blocks;   ///< per thread: a block of rows
+    RowMatrix blocks;                    ///< the rows of one kind, contiguous
+    std::vector<Real> task_energies;     ///< per kernel task: local energies of its rows
+    std::vector<Real> task_gradients;    ///< per kernel task: dE/dx of its rows
 };
 
 /// What Model::compute returns for n_centers centres among n_atoms atoms.
