@@ -75,12 +75,6 @@ void PairGapx::coeff(int narg, char **arg) {
     if (model_ == nullptr) {
         error->all(FLERR, "pair gapx: {}", gapx_last_error());
     }
-    if (gapx_model_has_baseline(model_) != 0) {
-        error->all(FLERR, "pair gapx: model file {} has a long-range baseline (Ewald), which "
-                          "pair_style gapx does not compute; run the short-range model with "
-                          "the baseline in LAMMPS as gapx documents (README: LAMMPS)",
-                   arg[2]);
-    }
     cutoff_ = gapx_model_cutoff(model_);
     type_numbers_.assign(ntypes + 1, 0);
     for (int t = 1; t <= ntypes; ++t) {
@@ -112,7 +106,35 @@ void PairGapx::init_style() {
     if (model_ == nullptr) {
         error->all(FLERR, "pair_style gapx: no model: use pair_coeff * * MODEL.gapx ELEMENTS");
     }
+    if (gapx_model_has_baseline(model_) != 0) {
+        check_baseline();
+    }
     neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+void PairGapx::check_baseline() {
+    // The model's GP learnt reference - Ewald: LAMMPS must add the Coulomb energy of the same
+    // fixed charges (coul/long + kspace), or the energies are wrong by all of it.
+    const char *how = "the model has an Ewald baseline, which pair_style gapx does not compute: "
+                      "use pair_style hybrid/overlay gapx coul/long RC with kspace_style ewald "
+                      "(or pppm) and the model's charges (gapx lammps-input MODEL ELEMENTS "
+                      "prints the lines)";
+    if (force->pair_match("coul/long", 0) == nullptr) {
+        error->all(FLERR, "pair gapx: {}", how);
+    }
+    if (atom->q_flag == 0) {
+        error->all(FLERR, "pair gapx: {}; the atoms have no charges (atom_style charge)", how);
+    }
+    for (int i = 0; i < atom->nlocal; ++i) {
+        const int t = atom->type[i];
+        double charge = 0.0;
+        if (gapx_model_baseline_charge(model_, type_numbers_[t], &charge) != 0 &&
+            std::fabs(atom->q[i] - charge) > 1e-12) {
+            error->one(FLERR, "pair gapx: atom {} (type {}) has charge {}, but the model's "
+                              "Ewald baseline gives its species {}: set type {} charge {}",
+                       atom->tag[i], t, atom->q[i], charge, t, charge);
+        }
+    }
 }
 
 double PairGapx::init_one(int i, int j) {

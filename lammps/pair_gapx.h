@@ -33,6 +33,7 @@ class PairGapx : public Pair {
     std::vector<std::int64_t> first_, second_;
     std::vector<double> vectors_, energies_, dE_dr_, atom_virial_;
     void allocate();
+    void check_baseline();
 };
 
 } // namespace LAMMPS_NS

@@ -320,3 +320,109 @@ def test_missing_tools_are_one_line(monkeypatch, tmp_path, capsys):
     with pytest.raises(lammps.MissingTool, match="pip install something"):
         lammps._wheel_file("gapx-no-such-wheel", "x", "pip install something")
     assert os.path.basename(lammps.lammps_files()["lmp"]) == "lmp"
+
+
+EWALD_ENERGY_TOL = 1e-5  # eV/atom: LAMMPS's Ewald and gapx's at accuracy 1e-8, and their
+EWALD_FORCE_TOL = 1e-4  # eV/Å  Coulomb constants (14.399645 vs 14.3996454...) differ
+
+
+@pytest.fixture(scope="module")
+def nacl_model(tmp_path_factory):
+    """Two-body + SOAP on top of a fixed-charge Ewald baseline, rattled rocksalt NaCl."""
+    rng = np.random.default_rng(6)
+    frames = []
+    for _ in range(4):
+        atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+        atoms.calc = LennardJones(sigma=2.5, epsilon=0.05, rc=5.0)
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
+        )
+        frames.append(atoms)
+    model = gapx.GAP(
+        [
+            gapx.TwoBody(cutoff=4.0, n_sparse=8, delta=0.3, theta=0.5),
+            gapx.SOAP(species=["Na", "Cl"], cutoff=3.5, n_max=3, l_max=2, n_sparse=8, zeta=2),
+        ],
+        baseline=gapx.Ewald(charges={"Na": 0.8, "Cl": -0.8}, accuracy=1e-8),
+        verbose=False,
+    )
+    model.fit(frames)
+    path = tmp_path_factory.mktemp("nacl") / "nacl.gapx"
+    model.save(path)
+    return model, str(path)
+
+
+def test_ewald_model_runs_with_coul_long(plugin, nacl_model, tmp_path):
+    model, path = nacl_model
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((2, 1, 1))
+    atoms.positions += np.random.default_rng(9).normal(0, 0.08, atoms.positions.shape)
+    atoms = _lammps_oriented(atoms)
+    species = ["Na", "Cl"]
+    lines = lammps.input_lines(model, path, species, coulomb_cutoff=5.0)
+    assert lines[1] == "pair_style hybrid/overlay gapx coul/long 5"
+    assert "set type 2 charge -0.8" in lines
+    _write_data(atoms, tmp_path / "structure.data", species)
+    text = (tmp_path / "structure.data").read_text()
+    (tmp_path / "structure.data").write_text(text.replace("Atoms # atomic", "Atoms # charge"))
+    data = (tmp_path / "structure.data").read_text().splitlines()
+    start = data.index("Atoms # charge") + 2
+    for k in range(start, len(data)):  # id type q x y z
+        fields = data[k].split()
+        data[k] = " ".join([fields[0], fields[1], "0.0", *fields[2:]])
+    (tmp_path / "structure.data").write_text("\n".join(data) + "\n")
+    body = "\n".join(lines)
+    (tmp_path / "in.lmp").write_text(
+        f"""units metal
+atom_style charge
+boundary p p p
+read_data structure.data
+{body}
+thermo_style custom step pe
+thermo_modify format float %.17g
+dump d all custom 1 atoms.dump id fx fy fz
+dump_modify d format float %.17g sort id
+run 0
+"""
+    )
+    result = lammps.run(
+        tmp_path / "in.lmp", 1, plugin, ["-log", "log.lammps"], cwd=tmp_path, capture=True
+    )
+    assert result.returncode == 0, result.stdout
+    log = (tmp_path / "log.lammps").read_text().splitlines()
+    header = next(k for k, line in enumerate(log) if line.split()[:2] == ["Step", "PotEng"])
+    energy = float(log[header + 1].split()[1])
+    dump = (tmp_path / "atoms.dump").read_text().splitlines()
+    start = dump.index(next(line for line in dump if line.startswith("ITEM: ATOMS")))
+    forces = np.array([line.split()[1:] for line in dump[start + 1 :]], dtype=float)
+    want = model.predict(atoms, std=False)
+    n = len(atoms)
+    assert abs(want["energy_longrange"]) / n > 0.1  # the baseline matters
+    np.testing.assert_allclose(energy / n, want["energy"] / n, rtol=0, atol=EWALD_ENERGY_TOL)
+    np.testing.assert_allclose(forces, want["forces"], rtol=0, atol=EWALD_FORCE_TOL)
+
+    # Without coul/long, or with other charges, the plugin refuses to run.
+    (tmp_path / "in.lmp").write_text(
+        f"""units metal
+atom_style charge
+read_data structure.data
+pair_style gapx
+pair_coeff * * {path} Na Cl
+run 0
+"""
+    )
+    result = lammps.run(
+        tmp_path / "in.lmp", 1, plugin, ["-log", "none"], cwd=tmp_path, capture=True
+    )
+    assert result.returncode != 0
+    assert "use pair_style hybrid/overlay gapx coul/long" in result.stdout
+    (tmp_path / "in.lmp").write_text(
+        "units metal\natom_style charge\nread_data structure.data\n"
+        + body.replace("charge -0.8", "charge -0.7")
+        + "\nrun 0\n"
+    )
+    result = lammps.run(
+        tmp_path / "in.lmp", 1, plugin, ["-log", "none"], cwd=tmp_path, capture=True
+    )
+    assert result.returncode != 0
+    assert "the model's Ewald baseline gives its species -0.8" in result.stdout

@@ -77,6 +77,20 @@ int gapx_model_has_baseline(const gapx_model *model) {
     return model->model.baseline().is_null() ? 0 : 1;
 }
 
+int gapx_model_baseline_charge(const gapx_model *model, int z, double *charge) {
+    const gapx::Json &baseline = model->model.baseline();
+    const gapx::Json *charges = baseline.find("charges");
+    if (charges == nullptr || !charges->is_object()) {
+        return 0;
+    }
+    const gapx::Json *value = charges->find(gapx::chemical_symbol(z));
+    if (value == nullptr || !value->is_number()) {
+        return 0;
+    }
+    *charge = value->number("charge");
+    return 1;
+}
+
 int gapx_format_version(void) { return gapx::model_format_version; }
 
 int gapx_model_compute(gapx_model *model, int64_t n_centers, int64_t n_atoms, const int *numbers,

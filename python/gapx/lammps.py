@@ -190,3 +190,41 @@ def run(input_file, n_ranks: int = 1, plugin_folder=None, extra_args=(), cwd=Non
             stderr=subprocess.STDOUT,
         )
     return subprocess.run(command, env=env, cwd=cwd, check=False)
+
+
+#: coul/long real-space cutoff (Å) of the lines :func:`input_lines` writes by default.
+COULOMB_CUTOFF = 10.0
+
+
+def input_lines(model, path, species, coulomb_cutoff: float = COULOMB_CUTOFF) -> list[str]:
+    """LAMMPS input lines that run the model in ``path`` with atom types named ``species``.
+
+    Without a baseline: ``pair_style gapx`` and its ``pair_coeff``. With an Ewald baseline (the
+    GP learnt reference - Ewald): ``pair_style hybrid/overlay gapx coul/long`` with
+    ``kspace_style ewald`` at the model's accuracy and one ``set type`` line per species with
+    its charge (the input must use ``atom_style charge``); LAMMPS's Ewald then adds the same
+    fixed-charge electrostatics, to its accuracy. ``model`` is the loaded ``gapx.GAP``.
+    """
+    species = [str(s) for s in species]
+    unknown = sorted(set(species) - set(model.species))
+    if unknown:
+        raise ValueError(f"species {unknown} are not in the model (trained on {model.species})")
+    names = " ".join(species)
+    baseline = model.baseline
+    if baseline is None:
+        return ["pair_style gapx", f"pair_coeff * * {path} {names}"]
+    if getattr(baseline, "type_name", None) != "ewald":
+        raise ValueError(f"no LAMMPS equivalent of the baseline {baseline.to_dict()['type']!r}")
+    lines = [
+        "# GAP short range + the model's Ewald baseline; needs atom_style charge",
+        f"pair_style hybrid/overlay gapx coul/long {coulomb_cutoff:g}",
+        f"pair_coeff * * gapx {path} {names}",
+        "pair_coeff * * coul/long",
+        f"kspace_style ewald {baseline.accuracy:g}",
+    ]
+    charges = baseline.charges
+    if charges is None:
+        lines.append("# the baseline reads per-atom charges: give each atom its charge")
+    else:
+        lines += [f"set type {t} charge {charges[s]!r}" for t, s in enumerate(species, 1)]
+    return lines

@@ -40,6 +40,9 @@ GAPX_API int gapx_atomic_number(const char *symbol);
 GAPX_API double gapx_overlap_distance(void);
 /* Whether the model file has a baseline (Ewald), which the engine does not compute. */
 GAPX_API int gapx_model_has_baseline(const gapx_model *model);
+/* The charge (e) the model's Ewald baseline gives atomic number z: 1 and *charge set when its
+ * baseline has a charge table naming z, 0 otherwise (no baseline, per-atom charges, z absent). */
+GAPX_API int gapx_model_baseline_charge(const gapx_model *model, int z, double *charge);
 /* The model-file format version this engine reads. */
 GAPX_API int gapx_format_version(void);
 
