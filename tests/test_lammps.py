@@ -426,3 +426,13 @@ run 0
     )
     assert result.returncode != 0
     assert "the model's Ewald baseline gives its species -0.8" in result.stdout
+
+
+def test_lammps_input_command(si_model, capsys):
+    assert main(["lammps-input", si_model[1], "Si"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "pair_style gapx",
+        f"pair_coeff * * {si_model[1]} Si",
+    ]
+    assert main(["lammps-input", si_model[1], "C"]) == 1
+    assert "not in the model" in capsys.readouterr().err
