@@ -221,6 +221,14 @@ def _bad_delta(header):
     header["sparse_sets"][0]["delta"] = 7.0
 
 
+def _bad_species(header):
+    header["species"] = ["Cu"]
+
+
+def _negative_jitter(header):
+    header["sparse_sets"][0]["jitter"] = -1.0
+
+
 def _unknown_term(header):
     header["terms"][0]["type"] = "three_body"
 
@@ -231,6 +239,8 @@ def _unknown_term(header):
         (None, None, zipfile.ZIP_DEFLATED, ValueError, "compressed"),
         (_set_version, None, zipfile.ZIP_STORED, ValueError, "newer than this gapx reads"),
         (_bad_delta, None, zipfile.ZIP_STORED, ValueError, "delta"),
+        (_bad_species, None, zipfile.ZIP_STORED, ValueError, "species do not match"),
+        (_negative_jitter, None, zipfile.ZIP_STORED, ValueError, "negative jitter"),
         (_unknown_term, None, zipfile.ZIP_STORED, NotImplementedError, "three_body"),
         (None, {"alpha": np.full(1, np.nan)}, zipfile.ZIP_STORED, ValueError, "alpha"),
     ],
@@ -257,3 +267,14 @@ def test_engine_refuses_corrupt_and_missing_files(saved, tmp_path):
     flipped.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="CRC|not a valid"):
         _core.Model.read(str(flipped))
+
+
+def test_model_with_an_engine_copies_and_pickles(models):
+    import copy
+    import pickle
+
+    model = models["soap"]
+    atoms = STRUCTURES["triclinic"]
+    energy = model.predict(atoms, std=False)["energy"]
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.predict(atoms, std=False)["energy"] == energy

@@ -87,6 +87,16 @@ Model::Model(const ModelFileContents &contents, const std::string &where) {
             e0_.push_back(finite(header.at("e0", "").at(chemical_symbol(z), "e0"),
                                  "e0['" + chemical_symbol(z) + "']"));
         }
+        if (const Json *listed = header.find("species")) {
+            std::vector<int> numbers;
+            for (const Json &symbol : listed->array("species")) {
+                numbers.push_back(atomic_number(symbol.string("species")));
+            }
+            if (numbers != species_) {
+                throw InvalidArgument("the header's species do not match the e0 keys " +
+                                      species_names(species_));
+            }
+        }
         const auto &terms = header.at("terms", "the header").array("terms");
         for (size_t t = 0; t < terms.size(); ++t) {
             const std::string what = "term " + std::to_string(t);
@@ -161,6 +171,9 @@ Model::Model(const ModelFileContents &contents, const std::string &where) {
             }
             if (offset < 0 || size < 0 || offset + size > n_columns) {
                 throw InvalidArgument(what + " columns out of range");
+            }
+            if (finite(meta.at("jitter", what), what + " jitter") < 0.0) {
+                throw InvalidArgument(what + " has a negative jitter");
             }
             const Real delta = finite(meta.at("delta", what), what + " delta");
             if (delta != term.delta()) {

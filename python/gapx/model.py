@@ -178,6 +178,12 @@ class GAP:
         self._adopt(state)
         return self.summary
 
+    def __getstate__(self) -> dict:
+        # The compiled engine (gapx.engine) does not pickle; it is rebuilt on first use.
+        state = self.__dict__.copy()
+        state.pop("_engine", None)
+        return state
+
     def _adopt(self, state: FittedState) -> None:
         self.e0 = state.e0
         self.sparse_sets = state.sparse_sets
@@ -210,6 +216,10 @@ class GAP:
 
         Notes
         -----
+        The mean (energies, forces, stress of the GP and e0) comes from the C++ prediction
+        engine (:mod:`gapx.engine`), which equals the NumPy path of terms to 1e-10; the
+        standard deviations and the baseline are computed in Python.
+
         The standard deviations are those of the sparse GP's projected-process (DTC) posterior
         (:mod:`gapx.gp.variance`): exact for local energies and forces, whose prior terms are
         local. The total energy and the stress sum over every pair of environments: their prior
