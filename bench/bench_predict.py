@@ -67,7 +67,9 @@ def gap_fit_binary() -> str | None:
     return shutil.which("gap_fit")
 
 
-def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
+def fit_quip(frames, n_sparse: int, folder: Path, two_body: str = "") -> Path:
+    """gap_fit's model of ``frames``: the SOAP of SOAP_SETTINGS, after ``two_body`` (a
+    ``distance_2b ...`` descriptor string, or none)."""
     import ase.io
 
     binary = gap_fit_binary()
@@ -83,7 +85,7 @@ def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
     command = [
         binary,
         f"at_file={train}",
-        f"gap={{{gap}}}",
+        f"gap={{{two_body + ' : ' if two_body else ''}{gap}}}",
         "default_sigma={0.001 0.03 0.05 0}",
         "e0_method=average",
         "energy_parameter_name=energy",

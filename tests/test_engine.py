@@ -278,3 +278,19 @@ def test_model_with_an_engine_copies_and_pickles(models):
     energy = model.predict(atoms, std=False)["energy"]
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert clone.predict(atoms, std=False)["energy"] == energy
+
+
+def test_engine_refuses_a_header_that_is_not_json(saved, tmp_path):
+    _, arrays = io.read_model_file(saved)
+    target = tmp_path / "bad_json.gapx"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, value in {
+            **arrays,
+            "__header__": np.frombuffer(b'{"format": [1,', np.uint8),
+        }.items():
+            with archive.open(name + ".npy", "w") as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(value))
+    with pytest.raises(ValueError, match="header is not valid JSON"):
+        _core.Model.read(str(target))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        gapx.load(target)
