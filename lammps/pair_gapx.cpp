@@ -17,7 +17,7 @@
 using namespace LAMMPS_NS;
 
 
-PairGapx::PairGapx(LAMMPS *lmp) : Pair(lmp) {
+PairGapx::PairGapx(LAMMPS *instance) : Pair(instance) {
     single_enable = 0;
     restartinfo = 0;
     one_coeff = 1;

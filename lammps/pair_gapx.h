@@ -15,7 +15,7 @@ namespace LAMMPS_NS {
 
 class PairGapx : public Pair {
   public:
-    explicit PairGapx(class LAMMPS *lmp);
+    explicit PairGapx(class LAMMPS *instance);
     ~PairGapx() override;
     void compute(int eflag, int vflag) override;
     void settings(int narg, char **arg) override;

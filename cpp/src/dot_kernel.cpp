@@ -28,16 +28,12 @@ constexpr int chunk = 4;
 
 #if defined(__GNUC__)
 #define GAPX_INLINE inline __attribute__((always_inline))
-// Four doubles: AVX registers where compiled for AVX2, pairs of SSE2 registers otherwise.
+// Four doubles: AVX registers where compiled for AVX2, pairs of SSE2 registers otherwise. The
+// helpers take vectors by reference: a vector passed by value would have an ISA-dependent ABI.
 typedef double Lanes __attribute__((vector_size(32), aligned(8)));
-GAPX_INLINE Lanes load(const Real *p) {
-    Lanes v;
-    __builtin_memcpy(&v, p, sizeof(v));
-    return v;
-}
-GAPX_INLINE void store(Real *p, Lanes v) { __builtin_memcpy(p, &v, sizeof(v)); }
-GAPX_INLINE Lanes broadcast(Real a) { return Lanes{a, a, a, a}; }
-GAPX_INLINE Real total(Lanes v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+GAPX_INLINE void load(Lanes &v, const Real *p) { __builtin_memcpy(&v, p, sizeof(v)); }
+GAPX_INLINE void store(Real *p, const Lanes &v) { __builtin_memcpy(p, &v, sizeof(v)); }
+GAPX_INLINE Real total(const Lanes &v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 #define GAPX_VECTOR 1
 #else
 #define GAPX_INLINE inline
@@ -57,10 +53,13 @@ GAPX_INLINE void chunk_dots(const Real *x, Index n, const Real *p, Index F, Real
         Lanes s0[chunk] = {};
         Lanes s1[chunk] = {};
         for (Index f = 0; f < F4; f += 4) {
-            const Lanes a0 = load(x0 + f);
-            const Lanes a1 = load(x1 + f);
+            Lanes a0;
+            Lanes a1;
+            load(a0, x0 + f);
+            load(a1, x1 + f);
             for (int k = 0; k < count; ++k) {
-                const Lanes b = load(p + k * F + f);
+                Lanes b;
+                load(b, p + k * F + f);
                 s0[k] += a0 * b;
                 s1[k] += a1 * b;
             }
@@ -108,12 +107,15 @@ GAPX_INLINE void chunk_update(const Real *p, Index F, Index n, const Real (*w)[c
         const Real *w1 = two ? w[r + 1] : w[r];
 #if GAPX_VECTOR
         for (Index f = 0; f < F4; f += 4) {
-            Lanes a0 = load(g0 + f);
-            Lanes a1 = load(g1 + f);
+            Lanes a0;
+            Lanes a1;
+            load(a0, g0 + f);
+            load(a1, g1 + f);
             for (int k = 0; k < count; ++k) {
-                const Lanes b = load(p + k * F + f);
-                a0 += broadcast(w0[k]) * b;
-                a1 += broadcast(w1[k]) * b;
+                Lanes b;
+                load(b, p + k * F + f);
+                a0 += w0[k] * b;
+                a1 += w1[k] * b;
             }
             store(g0 + f, a0);
             if (two) {
