@@ -235,8 +235,8 @@ def test_two_ranks_and_threads_match_one(plugin, si_model, tmp_path, monkeypatch
 
 
 def test_nve_conserves_energy(plugin, cu_model, tmp_path):
-    """1000 steps of 1 fs, 32 fcc Cu atoms at 300 K: drift of the total energy < 1e-5
-    eV/atom/ps."""
+    """1000 steps of 1 fs, 32 fcc Cu atoms at 300 K on 2 MPI ranks (atoms migrate between
+    them): drift of the total energy < 1e-5 eV/atom/ps."""
     (tmp_path / "in.lmp").write_text(
         f"""units metal
 atom_style atomic
@@ -257,7 +257,7 @@ run 1000
 """
     )
     result = lammps.run(
-        tmp_path / "in.lmp", 1, plugin, ["-log", "log.lammps"], cwd=tmp_path, capture=True
+        tmp_path / "in.lmp", 2, plugin, ["-log", "log.lammps"], cwd=tmp_path, capture=True
     )
     assert result.returncode == 0, result.stdout
     rows = [
