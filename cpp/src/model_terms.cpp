@@ -68,8 +68,9 @@ class SoapTerm final : public ModelTerm {
     void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
                  int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
         const int threads = resolve_threads(n_threads);
-        const PowerSpectrum::Centers centers = soap_.centers(list, n_centers, numbers);
-        soap_.compute(centers, ws.values, threads);
+        PowerSpectrum::Centers &centers = ws.centers;
+        soap_.centers(list, n_centers, numbers, centers);
+        soap_.compute(centers, ws.values, threads, &ws.soap);
         const Index n_feat = n_features();
         ws.dE_dx.setZero(n_centers, n_feat);
         std::vector<Index> rows;
@@ -134,7 +135,7 @@ class SoapTerm final : public ModelTerm {
                 }
             }
         }
-        soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads);
+        soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads, &ws.soap);
     }
 
   private:

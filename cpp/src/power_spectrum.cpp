@@ -53,16 +53,15 @@ inline MSums sum_over_m(const Real *c, const Real *y, const Real *dy, int n_lm, 
     return s;
 }
 
-/// First pair of each centre: pairs of centre i are [starts[i], starts[i+1]).
-std::vector<Index> center_starts(const NeighborList &neighbors, Index n_atoms) {
-    std::vector<Index> starts(n_atoms + 1, 0);
+/// First pair of each centre into `starts`: pairs of centre i are [starts[i], starts[i+1]).
+void center_starts(const NeighborList &neighbors, Index n_atoms, std::vector<Index> &starts) {
+    starts.assign(static_cast<size_t>(n_atoms) + 1, 0);
     for (Index i_pair = 0; i_pair < neighbors.n_pairs(); ++i_pair) {
         ++starts[neighbors.first[i_pair] + 1];
     }
     for (Index i = 0; i < n_atoms; ++i) {
         starts[i + 1] += starts[i];
     }
-    return starts;
 }
 
 /// Refuses a call whose buffers (`bytes`, outputs plus per-thread scratch) exceed `budget`.
@@ -403,9 +402,10 @@ Index PowerSpectrum::n_features() const {
     return n_channels * (n_channels + 1) / 2 * expansion_.n_l();
 }
 
-std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers) const {
+void PowerSpectrum::species_indices(const std::vector<int> &numbers,
+                                    std::vector<int> &indices) const {
     const auto &species = options().species;
-    std::vector<int> indices(numbers.size());
+    indices.resize(numbers.size());
     for (size_t k = 0; k < numbers.size(); ++k) {
         const auto found = std::lower_bound(species.begin(), species.end(), numbers[k]);
         if (found == species.end() || *found != numbers[k]) {
@@ -415,11 +415,17 @@ std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers)
         }
         indices[k] = static_cast<int>(found - species.begin());
     }
-    return indices;
 }
 
 PowerSpectrum::Centers PowerSpectrum::centers(const NeighborList &neighbors, Index n_centers,
                                               const std::vector<int> &numbers) const {
+    Centers out;
+    centers(neighbors, n_centers, numbers, out);
+    return out;
+}
+
+void PowerSpectrum::centers(const NeighborList &neighbors, Index n_centers,
+                            const std::vector<int> &numbers, Centers &out) const {
     const Index n_atoms = static_cast<Index>(numbers.size());
     if (n_centers < 0 || n_centers > n_atoms) {
         throw InvalidArgument("n_centers must be between 0 and the number of atoms");
@@ -443,12 +449,10 @@ PowerSpectrum::Centers PowerSpectrum::centers(const NeighborList &neighbors, Ind
                                   detail::format_real(cutoff));
         }
     }
-    Centers out;
     out.neighbors = &neighbors;
     out.n_centers = n_centers;
-    out.species = species_indices(numbers);
-    out.starts = center_starts(neighbors, n_centers);
-    return out;
+    species_indices(numbers, out.species);
+    center_starts(neighbors, n_centers, out.starts);
 }
 
 PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const Positions> &positions,
@@ -478,8 +482,14 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
     return env;
 }
 
-void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_threads) const {
+void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_threads,
+                            Scratch *scratch) const {
     const int threads = resolve_threads(n_threads);
+    Scratch local;
+    Scratch &buffers = scratch != nullptr ? *scratch : local;
+    if (buffers.threads.size() < static_cast<size_t>(threads)) {
+        buffers.threads.resize(static_cast<size_t>(threads));
+    }
     const Index n_feat = n_features();
     const NeighborList &neighbors = *centers.neighbors;
     const std::vector<int> &species = centers.species;
@@ -488,8 +498,10 @@ void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_thr
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
-        SphericalExpansion::Workspace ws;
-        std::vector<Real> p(n_feat);
+        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
+        SphericalExpansion::Workspace &ws = own.expansion;
+        std::vector<Real> &p = own.p;
+        p.resize(n_feat);
 #pragma omp for schedule(dynamic, 16)
         for (Index i = 0; i < centers.n_centers; ++i) {
             capture.run([&] {
@@ -692,8 +704,13 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
 
 void PowerSpectrum::pair_gradients(const Centers &centers,
                                    const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dD,
-                                   int n_threads) const {
+                                   int n_threads, Scratch *scratch) const {
     const int threads = resolve_threads(n_threads);
+    Scratch local;
+    Scratch &buffers = scratch != nullptr ? *scratch : local;
+    if (buffers.threads.size() < static_cast<size_t>(threads)) {
+        buffers.threads.resize(static_cast<size_t>(threads));
+    }
     const Index n_feat = n_features();
     const Index n_centers = centers.n_centers;
     if (dE_dx.rows() != n_centers || dE_dx.cols() != n_feat) {
@@ -714,11 +731,16 @@ void PowerSpectrum::pair_gradients(const Centers &centers,
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
-        SphericalExpansion::Workspace ws;
-        std::vector<Real> p(n_feat);
-        std::vector<Real> x(n_feat);
-        std::vector<Real> de_dp(n_feat);
-        std::vector<Real> de_dc(static_cast<size_t>(n_channels) * n_lm);
+        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
+        SphericalExpansion::Workspace &ws = own.expansion;
+        std::vector<Real> &p = own.p;
+        std::vector<Real> &x = own.x;
+        std::vector<Real> &de_dp = own.de_dp;
+        std::vector<Real> &de_dc = own.de_dc;
+        p.resize(n_feat);
+        x.resize(n_feat);
+        de_dp.resize(n_feat);
+        de_dc.resize(static_cast<size_t>(n_channels) * n_lm);
 #pragma omp for schedule(dynamic, 8)
         for (Index i = 0; i < n_centers; ++i) {
             capture.run([&] {

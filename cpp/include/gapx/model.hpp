@@ -3,6 +3,7 @@
 
 #include "gapx/model_file.hpp"
 #include "gapx/neighbors.hpp"
+#include "gapx/soap.hpp"
 #include "gapx/types.hpp"
 
 #include <memory>
@@ -22,8 +23,10 @@ struct SparseSet {
     Real delta = 1.0;   ///< energy scale: local energies are delta^2 sum_m w_m k(x, x_m)
 };
 
-/// Per-call buffers of Model::compute, grown on demand and reused across calls (an MD code keeps
-/// one), so a step allocates nothing once the system size settles.
+/// Per-call buffers of Model::compute, reused across calls (an MD code keeps one): the
+/// std::vector buffers and the SOAP's per-thread scratch keep their capacity, so a step allocates
+/// no per-centre or per-thread memory; the Eigen matrices sized by pairs or atoms reallocate when
+/// those counts change (one allocation each, O(pairs)).
 struct ModelWorkspace {
     std::vector<NeighborList> lists; ///< per term: its pairs cut from a longer list
     RowMatrix values;                ///< descriptor rows of the centres
@@ -33,6 +36,8 @@ struct ModelWorkspace {
     RowMatrix blocks;                    ///< the rows of one kind, contiguous
     std::vector<Real> task_energies;     ///< per kernel task: local energies of its rows
     std::vector<Real> task_gradients;    ///< per kernel task: dE/dx of its rows
+    PowerSpectrum::Scratch soap;         ///< per-thread SOAP buffers
+    PowerSpectrum::Centers centers;      ///< the SOAP term's index of its list
 };
 
 /// What Model::compute returns for n_centers centres among n_atoms atoms.

@@ -149,15 +149,28 @@ class PowerSpectrum {
     /// indexes it; throws InvalidArgument naming what is wrong. Allocates O(n_atoms).
     Centers centers(const NeighborList &neighbors, Index n_centers,
                     const std::vector<int> &numbers) const;
+    /// The same into `out`, reusing its buffers (no allocation once their sizes settle).
+    void centers(const NeighborList &neighbors, Index n_centers, const std::vector<int> &numbers,
+                 Centers &out) const;
+    /// Per-thread buffers of the two calls below, for a caller that makes them again and again
+    /// (an MD code): with the same Scratch, a call allocates nothing once the sizes settle.
+    struct Scratch {
+        struct Thread {
+            SphericalExpansion::Workspace expansion;
+            std::vector<Real> p, x, de_dp, de_dc;
+        };
+        std::vector<Thread> threads;
+    };
     /// Normalised descriptors of the centres into `values` (resized to (n_centers,
-    /// n_features)). `n_threads` as in compute.
-    void compute(const Centers &centers, RowMatrix &values, int n_threads = 0) const;
+    /// n_features)). `n_threads` as in compute; `scratch` null uses buffers of this call.
+    void compute(const Centers &centers, RowMatrix &values, int n_threads = 0,
+                 Scratch *scratch = nullptr) const;
     /// dE/dD_k (n_pairs, 3, resized) for every pair k of the list, D_k its vector, given dE/dx
     /// (n_centers, n_features) with respect to the normalised rows: forces and virials follow by
     /// summing over pairs (each pair's energy depends on its vector only). `n_threads` as in
     /// compute.
     void pair_gradients(const Centers &centers, const Eigen::Ref<const RowMatrix> &dE_dx,
-                        Positions &dE_dD, int n_threads = 0) const;
+                        Positions &dE_dD, int n_threads = 0, Scratch *scratch = nullptr) const;
 
   private:
     /// What every structure entry point needs first: the neighbour list (the caller's, or one
@@ -169,7 +182,7 @@ class PowerSpectrum {
     Environments environments(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                               Pbc pbc, const std::vector<int> &numbers, int n_threads,
                               const NeighborList *neighbors, Index max_bytes) const;
-    std::vector<int> species_indices(const std::vector<int> &numbers) const;
+    void species_indices(const std::vector<int> &numbers, std::vector<int> &indices) const;
 
     SphericalExpansion expansion_;
 };
