@@ -70,11 +70,6 @@ def gap_fit_binary() -> str | None:
 def fit_quip(frames, n_sparse: int, folder: Path, two_body: str = "") -> Path:
     """gap_fit's model of ``frames``: the SOAP of SOAP_SETTINGS, after ``two_body`` (a
     ``distance_2b ...`` descriptor string, or none)."""
-    import ase.io
-
-    binary = gap_fit_binary()
-    train = folder / "train.xyz"
-    ase.io.write(train, frames)
     s = SOAP_SETTINGS
     gap = (
         f"soap cutoff={s['cutoff']} cutoff_transition_width={s['cutoff_transition_width']} "
@@ -82,10 +77,20 @@ def fit_quip(frames, n_sparse: int, folder: Path, two_body: str = "") -> Path:
         f"delta={s['delta']} n_sparse={n_sparse} sparse_method=cur_points add_species=T "
         "covariance_type=dot_product"
     )
+    return run_gap_fit(frames, f"{two_body} : {gap}" if two_body else gap, folder)
+
+
+def run_gap_fit(frames, gap: str, folder: Path) -> Path:
+    """Fit ``frames`` with gap_fit's ``gap={...}`` settings in ``folder``; the model's XML path."""
+    import ase.io
+
+    binary = gap_fit_binary()
+    train = folder / "train.xyz"
+    ase.io.write(train, frames)
     command = [
         binary,
         f"at_file={train}",
-        f"gap={{{two_body + ' : ' if two_body else ''}{gap}}}",
+        f"gap={{{gap}}}",
         "default_sigma={0.001 0.03 0.05 0}",
         "e0_method=average",
         "energy_parameter_name=energy",

@@ -294,3 +294,14 @@ def test_engine_refuses_a_header_that_is_not_json(saved, tmp_path):
         _core.Model.read(str(target))
     with pytest.raises(ValueError, match="not valid JSON"):
         gapx.load(target)
+
+
+def test_a_term_the_engine_lacks_takes_the_numpy_path(frames):
+    """ThreeBody has no C++ engine term: the model predicts through GAP._mean_python."""
+    model = _fit([gapx.ThreeBody(cutoff=3.5, n_sparse=10), _soap()], frames)
+    assert engine.engine_for(model) is None
+    atoms = STRUCTURES["triclinic"]
+    out = model.predict(atoms, std=False)
+    energy, _, dE_dr, _ = _python_mean(model, atoms)
+    assert out["energy"] == energy
+    np.testing.assert_array_equal(out["forces"], -dE_dr)

@@ -34,19 +34,14 @@ def frame_blocks(frame_bytes, block_memory: float) -> list[list[int]]:
 
 
 def gradient_bytes(frames, terms) -> np.ndarray:
-    """Bytes of each frame's descriptor gradients: one entry per atom and neighbour within the
-    largest cutoff, plus the strain part, for all terms' features."""
-    cutoff = max(term.cutoff for term in terms)
-    n_features = sum(term.n_features for term in terms)
-    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
-    n_pairs = np.array(
-        [
-            StructureContext(atoms).neighbors(cutoff).n_pairs if len(atoms) > 1 else 0
-            for atoms in frames
-        ],
-        dtype=np.float64,
-    )
-    return 8.0 * n_features * (3 * (n_atoms + n_pairs) + 9 * n_atoms)
+    """Bytes of each frame's descriptor gradients, as each term counts its own
+    (:meth:`gapx.terms.Term.gradient_bytes`; a three-body term's grow with the square of the
+    neighbour count), from one neighbour list per cutoff and frame."""
+    out = np.zeros(len(frames))
+    for n, atoms in enumerate(frames):
+        context = StructureContext(atoms)
+        out[n] = sum(term.gradient_bytes(context) for term in terms)
+    return out
 
 
 def design_row_bytes(frames, n_columns: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from . import _core, serialization
 
 #: Header entries the engine does not read (the training summary can be large).
@@ -33,9 +35,16 @@ def build_engine(model):
     arrays = serialization.model_arrays(model)
     del arrays["R"]  # the mean does not need the posterior factor
     try:
-        return _core.Model(json.dumps(header), arrays)
+        return _core.Model(json.dumps(header, default=_plain), arrays)
     except NotImplementedError:
         return None
+
+
+def _plain(value):
+    """NumPy scalars (settings of imported models) as the Python numbers JSON writes."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def engine_for(model):
