@@ -20,7 +20,9 @@ OPENBLAS_NUM_THREADS=1 python bench/bench_engine.py --steps 10``): Si 1 000 atom
 28.5 ms/call NumPy path, 25.5 ms engine (1.12x: the call is the kernel against 3 000 x 2 100
 sparse-point features, which OpenBLAS already ran near the machine's speed). With default
 threads (2, BLAS threaded too) the NumPy path oversubscribes: 263 us/atom vs 155 (1.7x) for Si,
-286 ms vs 36 ms (8x) for aspirin.
+286 ms vs 36 ms (8x) for aspirin. Again at load average 5, one thread: Si 159 vs 147 us/atom
+(1.08x), quippy 3 297; LAMMPS 92.6 us/atom/step (0.93 ns/day) on 1 rank, 36.2 (2.39 ns/day) on
+2 ranks, 40.5 (2.14 ns/day) on 1 rank x 2 threads; aspirin 11.0 vs 10.1 ms/call (1.09x).
 
 ``--smoke``: an 8-atom training cell, a 64-atom cell, 10 sparse points, ethanol from tests/data,
 2 MD steps (seconds; timings unjudged). LAMMPS parts are skipped with a message when the
