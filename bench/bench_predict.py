@@ -67,7 +67,9 @@ def gap_fit_binary() -> str | None:
     return shutil.which("gap_fit")
 
 
-def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
+def fit_quip(frames, n_sparse: int, folder: Path, two_body: str = "") -> Path:
+    """gap_fit's model of ``frames``: the SOAP of SOAP_SETTINGS, after ``two_body`` (a
+    ``distance_2b ...`` descriptor string, or none)."""
     s = SOAP_SETTINGS
     gap = (
         f"soap cutoff={s['cutoff']} cutoff_transition_width={s['cutoff_transition_width']} "
@@ -75,7 +77,7 @@ def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
         f"delta={s['delta']} n_sparse={n_sparse} sparse_method=cur_points add_species=T "
         "covariance_type=dot_product"
     )
-    return run_gap_fit(frames, gap, folder)
+    return run_gap_fit(frames, f"{two_body} : {gap}" if two_body else gap, folder)
 
 
 def run_gap_fit(frames, gap: str, folder: Path) -> Path:

@@ -14,5 +14,6 @@ inline Pbc to_pbc(const std::array<bool, 3> &pbc) { return Pbc{pbc[0], pbc[1], p
 
 void bind_neighbors(pybind11::module_ &m);
 void bind_soap(pybind11::module_ &m);
+void bind_model(pybind11::module_ &m);
 
 } // namespace gapx::bindings

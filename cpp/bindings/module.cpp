@@ -21,8 +21,11 @@ PYBIND11_MODULE(_core, m) {
             }
         } catch (const gapx::NotImplemented &e) {
             PyErr_SetString(PyExc_NotImplementedError, e.what());
+        } catch (const gapx::FileNotFound &e) {
+            PyErr_SetString(PyExc_FileNotFoundError, e.what());
         }
     });
     gapx::bindings::bind_neighbors(m);
     gapx::bindings::bind_soap(m);
+    gapx::bindings::bind_model(m);
 }

@@ -53,16 +53,15 @@ inline MSums sum_over_m(const Real *c, const Real *y, const Real *dy, int n_lm, 
     return s;
 }
 
-/// First pair of each centre: pairs of centre i are [starts[i], starts[i+1]).
-std::vector<Index> center_starts(const NeighborList &neighbors, Index n_atoms) {
-    std::vector<Index> starts(n_atoms + 1, 0);
+/// First pair of each centre into `starts`: pairs of centre i are [starts[i], starts[i+1]).
+void center_starts(const NeighborList &neighbors, Index n_atoms, std::vector<Index> &starts) {
+    starts.assign(static_cast<size_t>(n_atoms) + 1, 0);
     for (Index i_pair = 0; i_pair < neighbors.n_pairs(); ++i_pair) {
         ++starts[neighbors.first[i_pair] + 1];
     }
     for (Index i = 0; i < n_atoms; ++i) {
         starts[i + 1] += starts[i];
     }
-    return starts;
 }
 
 /// Refuses a call whose buffers (`bytes`, outputs plus per-thread scratch) exceed `budget`.
@@ -403,9 +402,10 @@ Index PowerSpectrum::n_features() const {
     return n_channels * (n_channels + 1) / 2 * expansion_.n_l();
 }
 
-std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers) const {
+void PowerSpectrum::species_indices(const std::vector<int> &numbers,
+                                    std::vector<int> &indices) const {
     const auto &species = options().species;
-    std::vector<int> indices(numbers.size());
+    indices.resize(numbers.size());
     for (size_t k = 0; k < numbers.size(); ++k) {
         const auto found = std::lower_bound(species.begin(), species.end(), numbers[k]);
         if (found == species.end() || *found != numbers[k]) {
@@ -415,7 +415,44 @@ std::vector<int> PowerSpectrum::species_indices(const std::vector<int> &numbers)
         }
         indices[k] = static_cast<int>(found - species.begin());
     }
-    return indices;
+}
+
+PowerSpectrum::Centers PowerSpectrum::centers(const NeighborList &neighbors, Index n_centers,
+                                              const std::vector<int> &numbers) const {
+    Centers out;
+    centers(neighbors, n_centers, numbers, out);
+    return out;
+}
+
+void PowerSpectrum::centers(const NeighborList &neighbors, Index n_centers,
+                            const std::vector<int> &numbers, Centers &out) const {
+    const Index n_atoms = static_cast<Index>(numbers.size());
+    if (n_centers < 0 || n_centers > n_atoms) {
+        throw InvalidArgument("n_centers must be between 0 and the number of atoms");
+    }
+    const Real cutoff = options().cutoff;
+    for (Index k = 0; k < neighbors.n_pairs(); ++k) {
+        const auto idx = static_cast<size_t>(k);
+        const Index i = neighbors.first[idx];
+        if (i < 0 || i >= n_centers || neighbors.second[idx] < 0 ||
+            neighbors.second[idx] >= n_atoms) {
+            throw InvalidArgument("the neighbour list refers to centres beyond n_centers or "
+                                  "atoms beyond n_atoms");
+        }
+        if (k > 0 && i < neighbors.first[idx - 1]) {
+            throw InvalidArgument("the neighbour list is not grouped by increasing centre");
+        }
+        if (!(neighbors.distances[idx] <= cutoff)) {
+            throw InvalidArgument("the neighbour list has a pair " +
+                                  detail::format_real(neighbors.distances[idx]) +
+                                  " Å apart, beyond the SOAP cutoff " +
+                                  detail::format_real(cutoff));
+        }
+    }
+    out.neighbors = &neighbors;
+    out.n_centers = n_centers;
+    species_indices(numbers, out.species);
+    center_starts(neighbors, n_centers, out.starts);
 }
 
 PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const Positions> &positions,
@@ -429,28 +466,54 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
         throw InvalidArgument("numbers and positions have different lengths");
     }
     Environments env;
-    env.species = species_indices(numbers);
     const Real cutoff = options().cutoff;
     if (neighbors == nullptr) {
-        env.owned = build_neighbor_list(positions, cell, pbc, cutoff, n_threads, max_bytes);
-    } else {
-        for (Index k = 0; k < neighbors->n_pairs(); ++k) {
-            const auto idx = static_cast<size_t>(k);
-            if (neighbors->first[idx] >= n_atoms || neighbors->second[idx] >= n_atoms) {
-                throw InvalidArgument("the neighbour list refers to atoms beyond n_atoms");
-            }
-        }
+        env.owned = std::make_unique<NeighborList>(
+            build_neighbor_list(positions, cell, pbc, cutoff, n_threads, max_bytes));
+        neighbors = env.owned.get();
+    } else if (neighbors->cutoff != cutoff) {
         // Pair order within a centre depends on the cell-list bins and so on the cutoff: only a
         // list built for this cutoff gives the same numbers as building it here.
-        if (neighbors->cutoff != cutoff) {
-            throw InvalidArgument("the neighbour list was built for cutoff " +
-                                  std::to_string(neighbors->cutoff) + ", not the SOAP cutoff " +
-                                  std::to_string(cutoff));
-        }
-        env.given = neighbors;
+        throw InvalidArgument("the neighbour list was built for cutoff " +
+                              std::to_string(neighbors->cutoff) + ", not the SOAP cutoff " +
+                              std::to_string(cutoff));
     }
-    env.starts = center_starts(env.neighbors(), n_atoms);
+    env.centers = centers(*neighbors, n_atoms, numbers);
     return env;
+}
+
+void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_threads,
+                            Scratch *scratch) const {
+    const int threads = resolve_threads(n_threads);
+    Scratch local;
+    Scratch &buffers = scratch != nullptr ? *scratch : local;
+    if (buffers.threads.size() < static_cast<size_t>(threads)) {
+        buffers.threads.resize(static_cast<size_t>(threads));
+    }
+    const Index n_feat = n_features();
+    const NeighborList &neighbors = *centers.neighbors;
+    const std::vector<int> &species = centers.species;
+    const std::vector<Index> &starts = centers.starts;
+    values.resize(centers.n_centers, n_feat);
+    ExceptionCapture capture;
+#pragma omp parallel num_threads(threads)
+    {
+        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
+        SphericalExpansion::Workspace &ws = own.expansion;
+        std::vector<Real> &p = own.p;
+        p.resize(n_feat);
+#pragma omp for schedule(dynamic, 16)
+        for (Index i = 0; i < centers.n_centers; ++i) {
+            capture.run([&] {
+                expansion_.compute<false>(i, species[i], neighbors, starts[i], starts[i + 1],
+                                          species.data(), ws);
+                power_spectrum(ws.coefficients.data(), expansion_.n_channels(), expansion_.n_l(),
+                               p.data());
+                normalise(p.data(), values.row(i).data(), n_feat);
+            });
+        }
+    }
+    capture.rethrow();
 }
 
 RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, const Cell &cell,
@@ -463,31 +526,11 @@ RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, c
     // The values and one power spectrum per thread; the neighbour list gets what is left.
     const Real own_bytes = static_cast<Real>(n_atoms + threads) * n_feat * bytes_per_real;
     check_budget(describe("the SOAP descriptors", n_atoms, n_feat), own_bytes, budget);
-    // Named references, not a structured binding: lambdas below capture them (C++17).
     const Environments env =
         environments(positions, cell, pbc, numbers, threads, neighbors_in,
                      std::max<Index>(1, budget - static_cast<Index>(own_bytes)));
-    const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors();
-    const std::vector<Index> &starts = env.starts;
-    RowMatrix values(n_atoms, n_feat);
-    ExceptionCapture capture;
-#pragma omp parallel num_threads(threads)
-    {
-        SphericalExpansion::Workspace ws;
-        std::vector<Real> p(n_feat);
-#pragma omp for schedule(dynamic, 16)
-        for (Index i = 0; i < n_atoms; ++i) {
-            capture.run([&] {
-                expansion_.compute<false>(i, species[i], neighbors, starts[i], starts[i + 1],
-                                          species.data(), ws);
-                power_spectrum(ws.coefficients.data(), expansion_.n_channels(), expansion_.n_l(),
-                               p.data());
-                normalise(p.data(), values.row(i).data(), n_feat);
-            });
-        }
-    }
-    capture.rethrow();
+    RowMatrix values;
+    compute(env.centers, values, threads);
     return values;
 }
 
@@ -509,9 +552,9 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
     const Environments env =
         environments(positions, cell, pbc, numbers, threads, neighbors_in,
                      std::max<Index>(1, budget - static_cast<Index>(fixed_bytes)));
-    const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors();
-    const std::vector<Index> &starts = env.starts;
+    const std::vector<int> &species = env.centers.species;
+    const NeighborList &neighbors = *env.centers.neighbors;
+    const std::vector<Index> &starts = env.centers.starts;
 
     // Pass 1: one gradient entry per centre (self) plus one per distinct neighbour atom j != i
     // (periodic images of one atom merge; an atom's own images do not move relative to it).
@@ -659,48 +702,47 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
     return out;
 }
 
-void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell,
-                                  Pbc pbc, const std::vector<int> &numbers,
-                                  const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
-                                  Cell &dE_dstrain, int n_threads,
-                                  const NeighborList *neighbors_in, Index max_bytes) const {
+void PowerSpectrum::pair_gradients(const Centers &centers,
+                                   const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dD,
+                                   int n_threads, Scratch *scratch) const {
     const int threads = resolve_threads(n_threads);
-    const Index budget = resolve_memory_budget(max_bytes);
-    const Index n_atoms = positions.rows();
-    const Index n_feat = n_features();
-    if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
-        throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
-                              std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
+    Scratch local;
+    Scratch &buffers = scratch != nullptr ? *scratch : local;
+    if (buffers.threads.size() < static_cast<size_t>(threads)) {
+        buffers.threads.resize(static_cast<size_t>(threads));
     }
-    // Three feature-length buffers per thread; the neighbour list (and one 3-vector per pair)
-    // gets what is left.
-    const Real scratch_bytes = 3.0 * threads * n_feat * bytes_per_real;
-    check_budget(describe("backpropagating through the SOAP", n_atoms, n_feat), scratch_bytes,
-                 budget);
-    // Named references, not a structured binding: lambdas below capture them (C++17).
-    const Environments env =
-        environments(positions, cell, pbc, numbers, threads, neighbors_in,
-                     std::max<Index>(1, budget - static_cast<Index>(scratch_bytes)));
-    const std::vector<int> &species = env.species;
-    const NeighborList &neighbors = env.neighbors();
-    const std::vector<Index> &starts = env.starts;
+    const Index n_feat = n_features();
+    const Index n_centers = centers.n_centers;
+    if (dE_dx.rows() != n_centers || dE_dx.cols() != n_feat) {
+        throw InvalidArgument("dE_dX must have shape (n_centers, n_features) = (" +
+                              std::to_string(n_centers) + ", " + std::to_string(n_feat) + ")");
+    }
+    const std::vector<int> &species = centers.species;
+    const NeighborList &neighbors = *centers.neighbors;
+    const std::vector<Index> &starts = centers.starts;
     const int n_max = expansion_.n_max();
     const int n_l = expansion_.n_l();
     const int n_lm = expansion_.n_lm();
     const int n_nl = n_max * n_l;
     const int n_channels = expansion_.n_channels();
 
-    Positions pair_gradients(neighbors.n_pairs(), 3); // dE/dD per pair
+    Positions &pair_gradients = dE_dD;
+    pair_gradients.resize(neighbors.n_pairs(), 3);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
-        SphericalExpansion::Workspace ws;
-        std::vector<Real> p(n_feat);
-        std::vector<Real> x(n_feat);
-        std::vector<Real> de_dp(n_feat);
-        std::vector<Real> de_dc(static_cast<size_t>(n_channels) * n_lm);
+        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
+        SphericalExpansion::Workspace &ws = own.expansion;
+        std::vector<Real> &p = own.p;
+        std::vector<Real> &x = own.x;
+        std::vector<Real> &de_dp = own.de_dp;
+        std::vector<Real> &de_dc = own.de_dc;
+        p.resize(n_feat);
+        x.resize(n_feat);
+        de_dp.resize(n_feat);
+        de_dc.resize(static_cast<size_t>(n_channels) * n_lm);
 #pragma omp for schedule(dynamic, 8)
-        for (Index i = 0; i < n_atoms; ++i) {
+        for (Index i = 0; i < n_centers; ++i) {
             capture.run([&] {
                 const Index begin = starts[i];
                 const int n_local = static_cast<int>(starts[i + 1] - begin);
@@ -774,6 +816,33 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
         }
     }
     capture.rethrow();
+}
+
+void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, const Cell &cell,
+                                  Pbc pbc, const std::vector<int> &numbers,
+                                  const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dr,
+                                  Cell &dE_dstrain, int n_threads,
+                                  const NeighborList *neighbors_in, Index max_bytes) const {
+    const int threads = resolve_threads(n_threads);
+    const Index budget = resolve_memory_budget(max_bytes);
+    const Index n_atoms = positions.rows();
+    const Index n_feat = n_features();
+    if (dE_dx.rows() != n_atoms || dE_dx.cols() != n_feat) {
+        throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
+                              std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
+    }
+    // Three feature-length buffers per thread; the neighbour list (and one 3-vector per pair)
+    // gets what is left.
+    const Real scratch_bytes = 3.0 * threads * n_feat * bytes_per_real;
+    check_budget(describe("backpropagating through the SOAP", n_atoms, n_feat), scratch_bytes,
+                 budget);
+    const Environments env =
+        environments(positions, cell, pbc, numbers, threads, neighbors_in,
+                     std::max<Index>(1, budget - static_cast<Index>(scratch_bytes)));
+    const NeighborList &neighbors = *env.centers.neighbors;
+    Positions pair_gradients_of_list;
+    pair_gradients(env.centers, dE_dx, pair_gradients_of_list, threads);
+    const Positions &pair_gradients = pair_gradients_of_list;
     // Serial reduction in pair order: the result is independent of the thread count.
     dE_dr = Positions::Zero(n_atoms, 3);
     dE_dstrain.setZero();

@@ -73,3 +73,39 @@ class PowerSpectrum:
     def radial_orthonormalisation(self) -> np.ndarray: ...
 
 def spherical_harmonics(l_max: int, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+MODEL_FORMAT_VERSION: int
+OVERLAP_DISTANCE: float
+
+class Model:
+    def __init__(self, header: str, arrays: dict[str, np.ndarray]) -> None: ...
+    @staticmethod
+    def read(path: str) -> Model: ...
+    @property
+    def species(self) -> list[int]: ...
+    @property
+    def n_terms(self) -> int: ...
+    @property
+    def max_cutoff(self) -> float: ...
+    @property
+    def cutoffs(self) -> list[float]: ...
+    @property
+    def has_baseline(self) -> bool: ...
+    def compute(
+        self,
+        numbers: list[int],
+        neighbors: list[NeighborList],
+        *,
+        n_centers: int = -1,
+        per_atom_virial: bool = False,
+        n_threads: int = 0,
+    ) -> tuple: ...
+    def compute_from_list(
+        self,
+        numbers: list[int],
+        neighbors: NeighborList,
+        *,
+        n_centers: int = -1,
+        per_atom_virial: bool = False,
+        n_threads: int = 0,
+    ) -> tuple: ...

@@ -4,7 +4,9 @@ A model file is one zip archive written by ``numpy.savez`` holding plain numeric
 header stored as a ``uint8`` array named ``__header__``. The header carries the format version,
 the gapx version, the model hyperparameters, species, e0, the terms' and the baseline's
 ``to_dict()``, a training summary, and a manifest (name, shape, dtype) of every array. What the
-header says about a model is :mod:`gapx.serialization`'s.
+header says about a model is :mod:`gapx.serialization`'s. ``numpy.savez`` stores the members
+uncompressed, which is what the C++ reader of the same files (``cpp/src/model_file.cpp``, used by
+the prediction engine and LAMMPS) requires; this reader also accepts deflated members.
 
 Reading never unpickles or executes anything, and never allocates or inflates more than the file
 declares: the header's member may hold at most :data:`MAX_HEADER_BYTES` (16 MiB); every other

@@ -12,6 +12,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import fitting, hyperparameters, serialization, uncertainty
+from .engine import engine_for, engine_threads
 from .fitting import E0_METHODS, FittedState
 from .gp.predictive import predictive_variances
 from .io import read_model_file, write_model_file
@@ -176,6 +177,12 @@ class GAP:
         self._adopt(state)
         return self.summary
 
+    def __getstate__(self) -> dict:
+        # The compiled engine (gapx.engine) does not pickle; it is rebuilt on first use.
+        state = self.__dict__.copy()
+        state.pop("_engine", None)
+        return state
+
     def _adopt(self, state: FittedState) -> None:
         self.e0 = state.e0
         self.sparse_sets = state.sparse_sets
@@ -208,6 +215,10 @@ class GAP:
 
         Notes
         -----
+        The mean (energies, forces, stress of the GP and e0) comes from the C++ prediction
+        engine (:mod:`gapx.engine`), which equals the NumPy path of terms to 1e-10; the
+        standard deviations and the baseline are computed in Python.
+
         The standard deviations are those of the sparse GP's projected-process (DTC) posterior
         (:mod:`gapx.gp.variance`): exact for local energies and forces, whose prior terms are
         local. The total energy and the stress sum over every pair of environments: their prior
@@ -228,15 +239,46 @@ class GAP:
             raise ValueError(f"species {unknown} are not in the model (trained on {self.species})")
         context.neighbors(max(term.cutoff for term in self.terms))
         context.check_no_overlap()
+        engine = engine_for(self)
+        if engine is None:
+            energy, energies, dE_dr, dE_deps = self._mean_python(atoms, context)
+        else:
+            lists = [context.neighbors(term.cutoff) for term in self.terms]
+            energy, energies, dE_dr, dE_deps = engine.compute(
+                numbers.tolist(), lists, n_threads=engine_threads(self.terms)
+            )
+        out = {"energies": energies, "energy": float(energy), "forces": -dE_dr}
+        periodic = atoms.cell.rank == 3
+        if periodic:
+            out["stress"] = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
+        if std not in STD_MODES:
+            raise ValueError(f"std must be one of {STD_MODES}, got {std!r}")
+        if std:
+            out.update(self._stds(atoms, context, periodic, forces=std is True))
+        if self.baseline is not None:
+            base = self.baseline.calculate(atoms, context=context)
+            out["energy_shortrange"] = out["energy"]
+            out["energy_longrange"] = float(base["energy"])
+            out["energy"] += float(base["energy"])
+            out["energies"] = out["energies"] + np.asarray(base["energies"])
+            out["forces"] = out["forces"] + np.asarray(base["forces"])
+            if periodic:
+                out["stress"] = out["stress"] + np.asarray(base["stress"]).reshape(-1)[:6]
+            if "charges" in base:
+                out["charges"] = np.asarray(base["charges"])
+        out = uncertainty.apply(self.calibration, out)  # calibrated stds, see calibrate()
+        return out
+
+    def _mean_python(self, atoms, context):
+        """``(energy, energies, dE_dr, dE_deps)`` of the GP and e0 in NumPy: the path of models
+        whose terms the C++ engine lacks (:mod:`gapx.engine`), and its reference in tests."""
         n_atoms = len(atoms)
-        e0 = np.array([self.e0[chemical_symbols[z]] for z in numbers])
+        e0 = np.array([self.e0[chemical_symbols[z]] for z in context.numbers])
         energies = e0.copy()
         dE_dr = np.zeros((n_atoms, 3))
         dE_deps = np.zeros((3, 3))
-        term_rows = []
         for t, term in enumerate(self.terms):
             rows = term.rows(atoms, gradients=False, context=context)
-            term_rows.append(rows)
             local = np.zeros(rows.n_rows)
             dE_dX = np.zeros_like(rows.X)
             for s in self.sparse_sets:
@@ -258,34 +300,12 @@ class GAP:
                 dr, deps = term.backpropagate_rows(atoms, rows, dE_dX, context=context)
                 dE_dr += dr
                 dE_deps += deps
-        out = {"energies": energies, "energy": float(energies.sum()), "forces": -dE_dr}
-        periodic = atoms.cell.rank == 3
-        if periodic:
-            out["stress"] = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
-        if std not in STD_MODES:
-            raise ValueError(f"std must be one of {STD_MODES}, got {std!r}")
-        if std:
-            out.update(self._stds(atoms, context, periodic, term_rows, forces=std is True))
-        if self.baseline is not None:
-            base = self.baseline.calculate(atoms, context=context)
-            out["energy_shortrange"] = out["energy"]
-            out["energy_longrange"] = float(base["energy"])
-            out["energy"] += float(base["energy"])
-            out["energies"] = out["energies"] + np.asarray(base["energies"])
-            out["forces"] = out["forces"] + np.asarray(base["forces"])
-            if periodic:
-                out["stress"] = out["stress"] + np.asarray(base["stress"]).reshape(-1)[:6]
-            if "charges" in base:
-                out["charges"] = np.asarray(base["charges"])
-        out = uncertainty.apply(self.calibration, out)  # calibrated stds, see calibrate()
-        return out
+        return float(energies.sum()), energies, dE_dr, dE_deps
 
-    def _stds(self, atoms, context, periodic: bool, rows, forces: bool) -> dict:
-        """Posterior standard deviations of a prediction (see :meth:`predict`); ``rows`` are the
-        terms' rows of the mean prediction (without gradients: recomputed with them for the
-        force functionals)."""
-        if forces:
-            rows = [term.rows(atoms, gradients=True, context=context) for term in self.terms]
+    def _stds(self, atoms, context, periodic: bool, forces: bool) -> dict:
+        """Posterior standard deviations of a prediction (see :meth:`predict`): the terms' rows
+        (with gradients for the force functionals) and their variances."""
+        rows = [term.rows(atoms, gradients=forces, context=context) for term in self.terms]
         var = predictive_variances(
             self.terms, self.sparse_sets, self.R, rows, len(atoms), periodic, forces=forces
         )

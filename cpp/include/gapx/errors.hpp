@@ -18,4 +18,10 @@ class NotImplemented : public std::logic_error {
     explicit NotImplemented(const std::string &what) : std::logic_error(what) {}
 };
 
+/// A file the caller named does not exist; becomes FileNotFoundError.
+class FileNotFound : public std::runtime_error {
+  public:
+    explicit FileNotFound(const std::string &what) : std::runtime_error(what) {}
+};
+
 } // namespace gapx

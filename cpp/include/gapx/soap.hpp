@@ -135,21 +135,54 @@ class PowerSpectrum {
                        Positions &dE_dr, Cell &dE_dstrain, int n_threads = 0,
                        const NeighborList *neighbors = nullptr, Index max_bytes = 0) const;
 
+    /// The neighbourhoods of `n_centers` centres in a neighbour list the caller owns (the
+    /// prediction engine, LAMMPS): its centres are atoms [0, n_centers) in increasing order, its
+    /// neighbours any of the `numbers.size()` atoms (ghost atoms included), and it holds every
+    /// pair of a centre closer than the SOAP cutoff and none beyond it.
+    struct Centers {
+        const NeighborList *neighbors = nullptr;
+        Index n_centers = 0;
+        std::vector<int> species;  ///< species index of every atom (n_atoms)
+        std::vector<Index> starts; ///< pairs of centre i: [starts[i], starts[i+1])
+    };
+    /// Checks the list against `n_centers` and `numbers` (atomic numbers of all atoms) and
+    /// indexes it; throws InvalidArgument naming what is wrong. Allocates O(n_atoms).
+    Centers centers(const NeighborList &neighbors, Index n_centers,
+                    const std::vector<int> &numbers) const;
+    /// The same into `out`, reusing its buffers (no allocation once their sizes settle).
+    void centers(const NeighborList &neighbors, Index n_centers, const std::vector<int> &numbers,
+                 Centers &out) const;
+    /// Per-thread buffers of the two calls below, for a caller that makes them again and again
+    /// (an MD code): with the same Scratch, a call allocates nothing once the sizes settle.
+    struct Scratch {
+        struct Thread {
+            SphericalExpansion::Workspace expansion;
+            std::vector<Real> p, x, de_dp, de_dc;
+        };
+        std::vector<Thread> threads;
+    };
+    /// Normalised descriptors of the centres into `values` (resized to (n_centers,
+    /// n_features)). `n_threads` as in compute; `scratch` null uses buffers of this call.
+    void compute(const Centers &centers, RowMatrix &values, int n_threads = 0,
+                 Scratch *scratch = nullptr) const;
+    /// dE/dD_k (n_pairs, 3, resized) for every pair k of the list, D_k its vector, given dE/dx
+    /// (n_centers, n_features) with respect to the normalised rows: forces and virials follow by
+    /// summing over pairs (each pair's energy depends on its vector only). `n_threads` as in
+    /// compute.
+    void pair_gradients(const Centers &centers, const Eigen::Ref<const RowMatrix> &dE_dx,
+                        Positions &dE_dD, int n_threads = 0, Scratch *scratch = nullptr) const;
+
   private:
-    /// What every entry point needs first: species index per atom, the neighbour list (the
-    /// caller's, or one built here) and where each centre's pairs start. Checks
-    /// that numbers and the caller's list match positions.
+    /// What every structure entry point needs first: the neighbour list (the caller's, or one
+    /// built here) and its Centers. Checks that numbers and the caller's list match positions.
     struct Environments {
-        std::vector<int> species;
-        NeighborList owned;
-        const NeighborList *given = nullptr;
-        std::vector<Index> starts;
-        const NeighborList &neighbors() const { return given != nullptr ? *given : owned; }
+        std::unique_ptr<NeighborList> owned; ///< on the heap: `centers` points into it
+        Centers centers;
     };
     Environments environments(const Eigen::Ref<const Positions> &positions, const Cell &cell,
                               Pbc pbc, const std::vector<int> &numbers, int n_threads,
                               const NeighborList *neighbors, Index max_bytes) const;
-    std::vector<int> species_indices(const std::vector<int> &numbers) const;
+    void species_indices(const std::vector<int> &numbers, std::vector<int> &indices) const;
 
     SphericalExpansion expansion_;
 };

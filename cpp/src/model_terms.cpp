@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "model_terms.hpp"
+
+#include "gapx/cutoff.hpp"
+#include "gapx/elements.hpp"
+#include "gapx/errors.hpp"
+#include "gapx/parallel.hpp"
+#include "gapx/soap.hpp"
+#include "dot_kernel.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gapx::detail {
+namespace {
+
+/// Kind of a two-body row, as gapx.descriptors.two_body.PAIR_KIND_BASE.
+constexpr int pair_kind_base = 1000;
+/// Centres per kernel task (dot_kernel_energies takes at most 64 rows).
+constexpr Index block_rows = 64;
+/// Fewest sparse points per slice, and the number of tasks a set is split into when its rows
+/// are few (a molecule: one block of rows, its points in slices).
+constexpr Index min_slice = 128;
+constexpr Index min_tasks = 8;
+
+Real positive(const Json &settings, const std::string &key, const std::string &what) {
+    const Real value = settings.at(key, what).number(what + " " + key);
+    if (!(value > 0.0) || !std::isfinite(value)) {
+        throw InvalidArgument(what + " " + key + " must be positive");
+    }
+    return value;
+}
+
+std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
+    std::vector<int> numbers;
+    for (const Json &symbol : symbols.array(what)) {
+        const int z = atomic_number(symbol.string(what));
+        if (z == 0) {
+            throw InvalidArgument(what + " names an unknown element '" + symbol.string(what) +
+                                  "'");
+        }
+        numbers.push_back(z);
+    }
+    std::sort(numbers.begin(), numbers.end());
+    return numbers;
+}
+
+/// SOAP with the dot-product kernel k = (x . x_m)^zeta of the unit rows, per centre species.
+class SoapTerm final : public ModelTerm {
+  public:
+    SoapTerm(const SoapOptions &options, Real zeta, Real delta)
+        : soap_(options), zeta_(zeta), delta_(delta) {}
+
+    Real cutoff() const override { return soap_.options().cutoff; }
+    Real delta() const override { return delta_; }
+    Index n_features() const override { return soap_.n_features(); }
+    std::set<int> possible_kinds(const std::vector<int> &species) const override {
+        std::set<int> kinds;
+        for (int z : species) {
+            const auto &own = soap_.options().species;
+            if (std::binary_search(own.begin(), own.end(), z)) {
+                kinds.insert(z);
+            }
+        }
+        return kinds;
+    }
+
+    void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
+                 int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
+        const int threads = resolve_threads(n_threads);
+        PowerSpectrum::Centers &centers = ws.centers;
+        soap_.centers(list, n_centers, numbers, centers);
+        soap_.compute(centers, ws.values, threads, &ws.soap);
+        const Index n_feat = n_features();
+        ws.dE_dx.setZero(n_centers, n_feat);
+        std::vector<Index> rows;
+        for (const SparseSet &set : sets_) {
+            rows.clear();
+            for (Index i = 0; i < n_centers; ++i) {
+                if (numbers[static_cast<size_t>(i)] == set.kind) {
+                    rows.push_back(i);
+                }
+            }
+            const Index n_rows = static_cast<Index>(rows.size());
+            const Index n_points = set.points.rows();
+            ws.blocks.resize(n_rows, n_feat);
+            for (Index r = 0; r < n_rows; ++r) {
+                ws.blocks.row(r) = ws.values.row(rows[static_cast<size_t>(r)]);
+            }
+            // Tasks: blocks of rows times slices of the sparse points, so that a small molecule
+            // (one block) still spreads over threads. The split depends on the sizes only, and
+            // the slices are summed in order: results do not depend on the thread count.
+            const Index n_blocks = (n_rows + block_rows - 1) / block_rows;
+            const Index n_slices =
+                n_blocks == 0 ? 0
+                              : std::max<Index>(1, std::min((n_points + min_slice - 1) / min_slice,
+                                                            min_tasks / n_blocks));
+            const Index slice = n_slices == 0 ? 0 : (n_points + n_slices - 1) / n_slices;
+            const Index n_tasks = n_blocks * n_slices;
+            ws.task_energies.assign(static_cast<size_t>(n_tasks * block_rows), 0.0);
+            ws.task_gradients.resize(static_cast<size_t>(n_tasks * block_rows * n_feat));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+            for (Index t = 0; t < n_tasks; ++t) {
+                const Index b = t / n_slices;
+                const Index s = t % n_slices;
+                const Index n = std::min(block_rows, n_rows - b * block_rows);
+                const Index m0 = std::min(s * slice, n_points);
+                const Index m = std::min(slice, n_points - m0);
+                dot_kernel_energies(ws.blocks.data() + b * block_rows * n_feat, n,
+                                    set.points.data() + m0 * n_feat, m, n_feat,
+                                    set.weights.data() + m0, zeta_,
+                                    ws.task_energies.data() + t * block_rows,
+                                    ws.task_gradients.data() + t * block_rows * n_feat);
+            }
+            const Real d2 = set.delta * set.delta;
+#pragma omp parallel for num_threads(threads) schedule(static)
+            for (Index r = 0; r < n_rows; ++r) {
+                const Index b = r / block_rows;
+                const Index within = r % block_rows;
+                const Index i = rows[static_cast<size_t>(r)];
+                Real local = 0.0;
+                Real *g = ws.dE_dx.row(i).data();
+                for (Index s = 0; s < n_slices; ++s) {
+                    const Index t = b * n_slices + s;
+                    local += ws.task_energies[static_cast<size_t>(t * block_rows + within)];
+                    const Real *part =
+                        ws.task_gradients.data() + (t * block_rows + within) * n_feat;
+                    for (Index f = 0; f < n_feat; ++f) {
+                        g[f] += part[f];
+                    }
+                }
+                energies[i] += d2 * local;
+                for (Index f = 0; f < n_feat; ++f) {
+                    g[f] *= d2;
+                }
+            }
+        }
+        soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads, &ws.soap);
+    }
+
+  private:
+    PowerSpectrum soap_;
+    Real zeta_;
+    Real delta_;
+};
+
+/// Pair distances with k = f_c(r) f_c(r') exp(-(r - r')^2 / 2 theta^2) per species pair, each
+/// pair's local energy shared equally by its atoms (gapx.TwoBody).
+class TwoBodyTerm final : public ModelTerm {
+  public:
+    TwoBodyTerm(Real cutoff, Real width, Real delta, Real theta, std::vector<int> species)
+        : cutoff_(cutoff), width_(width), delta_(delta), theta_(theta),
+          species_(std::move(species)) {}
+
+    Real cutoff() const override { return cutoff_; }
+    Real delta() const override { return delta_; }
+    Index n_features() const override { return 2; }
+    std::set<int> possible_kinds(const std::vector<int> &species) const override {
+        std::vector<int> allowed;
+        for (int z : species) {
+            if (species_.empty() || std::binary_search(species_.begin(), species_.end(), z)) {
+                allowed.push_back(z);
+            }
+        }
+        std::sort(allowed.begin(), allowed.end());
+        std::set<int> kinds;
+        for (size_t a = 0; a < allowed.size(); ++a) {
+            for (size_t b = a; b < allowed.size(); ++b) {
+                kinds.insert(allowed[a] * pair_kind_base + allowed[b]);
+            }
+        }
+        return kinds;
+    }
+
+    void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
+                 int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
+        const int threads = resolve_threads(n_threads);
+        if (!species_.empty()) {
+            for (int z : numbers) {
+                if (!std::binary_search(species_.begin(), species_.end(), z)) {
+                    throw InvalidArgument("species " + chemical_symbol(z) +
+                                          " is not in this TwoBody's species");
+                }
+            }
+        }
+        const Index n_pairs = list.n_pairs();
+        ws.pair_gradients.resize(n_pairs, 3);
+        ws.pair_energies.resize(n_pairs);
+        const Real inv_theta2 = 1.0 / (theta_ * theta_);
+        const Real d2 = delta_ * delta_;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (Index k = 0; k < n_pairs; ++k) {
+            const auto idx = static_cast<size_t>(k);
+            const int zi = numbers[static_cast<size_t>(list.first[idx])];
+            const int zj = numbers[static_cast<size_t>(list.second[idx])];
+            const int kind = std::min(zi, zj) * pair_kind_base + std::max(zi, zj);
+            const SparseSet *set = nullptr;
+            for (const SparseSet &s : sets_) {
+                if (s.kind == kind) {
+                    set = &s;
+                }
+            }
+            Real energy = 0.0;
+            Real slope = 0.0;
+            const Real r = list.distances[idx];
+            if (set != nullptr) {
+                Real fc = 0.0;
+                Real dfc = 0.0;
+                cosine_cutoff(r, cutoff_, width_, fc, dfc);
+                for (Index m = 0; m < set->points.rows(); ++m) {
+                    const Real diff = r - set->points(m, 0);
+                    const Real e = set->weights[m] * set->points(m, 1) *
+                                   std::exp(-0.5 * diff * diff * inv_theta2);
+                    energy += fc * e;
+                    slope += e * (dfc - fc * diff * inv_theta2);
+                }
+            }
+            // Half of the pair's energy belongs to the centre (the full list holds j -> i too).
+            ws.pair_energies[k] = 0.5 * d2 * energy;
+            const Real scale = r > 0.0 ? 0.5 * d2 * slope / r : 0.0;
+            for (int a = 0; a < 3; ++a) {
+                ws.pair_gradients(k, a) = scale * list.vectors(k, a);
+            }
+        }
+        // In pair order: the sums do not depend on the number of threads.
+        for (Index k = 0; k < n_pairs; ++k) {
+            const Index i = list.first[static_cast<size_t>(k)];
+            if (i < n_centers) {
+                energies[i] += ws.pair_energies[k];
+            }
+        }
+    }
+
+  private:
+    Real cutoff_;
+    Real width_;
+    Real delta_;
+    Real theta_;
+    std::vector<int> species_; ///< allowed atomic numbers, increasing; empty: any
+};
+
+} // namespace
+
+std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &what) {
+    const std::string &type = settings.at("type", what).string(what + " type");
+    if (type == "soap") {
+        SoapOptions options;
+        options.species = atomic_numbers(settings.at("species", what), what + " species");
+        options.cutoff = positive(settings, "cutoff", what);
+        options.n_max = static_cast<int>(settings.at("n_max", what).integer(what + " n_max"));
+        options.l_max = static_cast<int>(settings.at("l_max", what).integer(what + " l_max"));
+        options.atom_sigma = positive(settings, "atom_sigma", what);
+        options.transition_width = positive(settings, "cutoff_transition_width", what);
+        options.central_weight =
+            settings.at("central_weight", what).number(what + " central_weight");
+        if (options.n_max < 1 || options.l_max < 0 || options.l_max > 30) {
+            throw InvalidArgument(what + ": n_max must be >= 1 and l_max in [0, 30]");
+        }
+        return std::make_unique<SoapTerm>(options, positive(settings, "zeta", what),
+                                          positive(settings, "delta", what));
+    }
+    if (type == "two_body") {
+        const Real cutoff = positive(settings, "cutoff", what);
+        const Real width = positive(settings, "cutoff_transition_width", what);
+        if (width > cutoff) {
+            throw InvalidArgument(what + ": cutoff_transition_width exceeds the cutoff");
+        }
+        const Json &species = settings.at("species", what);
+        return std::make_unique<TwoBodyTerm>(
+            cutoff, width, positive(settings, "delta", what), positive(settings, "theta", what),
+            species.is_null() ? std::vector<int>{} : atomic_numbers(species, what + " species"));
+    }
+    throw NotImplemented(what + " is of type '" + type +
+                         "', which the C++ prediction engine does not implement (it has soap "
+                         "and two_body)");
+}
+
+} // namespace gapx::detail

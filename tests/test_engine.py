@@ -1,0 +1,307 @@
+"""The C++ prediction engine (gapx.engine, gapx._core.Model): equal to the NumPy path to 1e-10,
+read from the same .gapx files, validated as gapx.load validates."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.stress import full_3x3_to_voigt_6_stress
+from structures import random_cu_al_cells, random_structure, random_triclinic_cell
+
+import gapx
+from gapx import _core, engine, io
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+#: Engine vs NumPy path: the same sums in a different order.
+ENGINE_TOL = 1e-10
+
+
+def _soap(**kwargs):
+    settings = dict(
+        species=["Al", "Cu"], cutoff=3.5, n_max=3, l_max=2, atom_sigma=0.5, n_sparse=12, zeta=2
+    )
+    settings.update(kwargs)
+    return gapx.SOAP(**settings)
+
+
+def _fit(terms, frames):
+    model = gapx.GAP(terms, sigma_energy=0.002, sigma_force=0.05, verbose=False)
+    model.fit(frames)
+    return model
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return random_cu_al_cells(np.random.default_rng(3), 6)
+
+
+@pytest.fixture(scope="module")
+def models(frames):
+    """SOAP only (integer and fractional zeta) and TwoBody + SOAP with different cutoffs."""
+    return {
+        "soap": _fit([_soap()], frames),
+        "soap_zeta": _fit([_soap(zeta=2.5, cutoff=3.0)], frames),
+        "two_body_soap": _fit(
+            [gapx.TwoBody(cutoff=4.0, theta=0.5, n_sparse=8, delta=0.3), _soap()], frames
+        ),
+    }
+
+
+def _structures():
+    rng = np.random.default_rng(11)
+    triclinic = random_structure(
+        rng, ["Cu", "Al"], 7, cell=random_triclinic_cell(rng, 5.0), min_distance=2.0
+    )
+    small = random_structure(
+        rng, ["Al", "Cu"], 3, cell=random_triclinic_cell(rng, 3.2, 0.2), min_distance=1.9
+    )  # cell smaller than twice the cutoff: atoms see their own images
+    cluster = random_structure(
+        rng, ["Cu", "Al"], 6, cell=np.eye(3) * 5.0, pbc=False, min_distance=2.0
+    )
+    slab = random_structure(rng, ["Cu"], 5, cell=random_triclinic_cell(rng, 5.0), min_distance=2.0)
+    slab.pbc = [True, True, False]
+    return {"triclinic": triclinic, "small_cell": small, "cluster": cluster, "slab": slab}
+
+
+STRUCTURES = _structures()
+
+
+def _python_mean(model, atoms):
+    context = gapx.neighbors.StructureContext(atoms)
+    return model._mean_python(atoms, context)
+
+
+@pytest.mark.parametrize("name", ["soap", "soap_zeta", "two_body_soap"])
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_engine_equals_numpy_path(models, name, structure):
+    model = models[name]
+    atoms = STRUCTURES[structure]
+    out = model.predict(atoms, std=False)
+    assert engine.engine_for(model) is not None  # the engine computed it
+    energy, energies, dE_dr, dE_deps = _python_mean(model, atoms)
+    np.testing.assert_allclose(out["energy"], energy, rtol=0, atol=ENGINE_TOL)
+    np.testing.assert_allclose(out["energies"], energies, rtol=0, atol=ENGINE_TOL)
+    np.testing.assert_allclose(out["forces"], -dE_dr, rtol=0, atol=ENGINE_TOL)
+    assert np.abs(dE_dr).max() > 1e-3  # forces are not trivially zero
+    if atoms.cell.rank == 3:
+        stress = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
+        np.testing.assert_allclose(out["stress"], stress, rtol=0, atol=ENGINE_TOL)
+
+
+def test_engine_reads_the_model_file(models, tmp_path):
+    """The C++ reader of a saved file predicts what the model in memory predicts."""
+    model = models["two_body_soap"]
+    path = tmp_path / "model.gapx"
+    model.save(path)
+    from_file = _core.Model.read(str(path))
+    assert from_file.species == [13, 29]
+    assert from_file.cutoffs == [4.0, 3.5]
+    atoms = STRUCTURES["triclinic"]
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    got = from_file.compute(atoms.numbers.tolist(), lists)
+    want = engine.engine_for(model).compute(atoms.numbers.tolist(), lists)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_engine_cuts_one_list_per_term(models):
+    """From one list at the largest cutoff (as LAMMPS gives), per-term lists are cut in C++."""
+    model = models["two_body_soap"]
+    atoms = STRUCTURES["small_cell"]
+    context = gapx.neighbors.StructureContext(atoms)
+    core = engine.engine_for(model)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    want = core.compute(atoms.numbers.tolist(), lists)
+    got = core.compute_from_list(atoms.numbers.tolist(), context.neighbors(4.5))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=ENGINE_TOL)
+
+
+def test_per_atom_virial_sums_to_the_virial(models):
+    model = models["two_body_soap"]
+    atoms = STRUCTURES["triclinic"]
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    _, _, _, dE_deps, atom_virial = engine.engine_for(model).compute(
+        atoms.numbers.tolist(), lists, per_atom_virial=True
+    )
+    total = atom_virial.sum(axis=0)
+    # W = -dE/deps in LAMMPS's order xx, yy, zz, xy, xz, yz (symmetric).
+    sym = 0.5 * (dE_deps + dE_deps.T)
+    want = -np.array([sym[0, 0], sym[1, 1], sym[2, 2], sym[0, 1], sym[0, 2], sym[1, 2]])
+    np.testing.assert_allclose(total, want, rtol=0, atol=ENGINE_TOL)
+    assert np.abs(want).max() > 1e-3
+
+
+def test_engine_is_deterministic_across_threads(models):
+    model = models["two_body_soap"]
+    atoms = STRUCTURES["triclinic"].repeat(2)
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    core = engine.engine_for(model)
+    one = core.compute(atoms.numbers.tolist(), lists, n_threads=1)
+    three = core.compute(atoms.numbers.tolist(), lists, n_threads=3)
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_engine_follows_a_refit(frames):
+    model = _fit([_soap()], frames[:3])
+    first = model.predict(STRUCTURES["triclinic"], std=False)["energy"]
+    model.fit(frames)
+    second = model.predict(STRUCTURES["triclinic"], std=False)["energy"]
+    energy = _python_mean(model, STRUCTURES["triclinic"])[0]
+    assert first != second
+    np.testing.assert_allclose(second, energy, rtol=0, atol=ENGINE_TOL)
+
+
+def test_engine_refuses_unknown_species_and_overlap(models):
+    core = engine.engine_for(models["soap"])
+    atoms = Atoms("CuAu", positions=[[0, 0, 0], [2.5, 0, 0]])
+    lists = [gapx.neighbors.StructureContext(atoms).neighbors(3.5)]
+    with pytest.raises(ValueError, match="Au is not in the model"):
+        core.compute(atoms.numbers.tolist(), lists)
+    atoms = Atoms("CuAl", positions=[[0, 0, 0], [0.05, 0, 0]])
+    lists = [gapx.neighbors.StructureContext(atoms).neighbors(3.5)]
+    with pytest.raises(ValueError, match="overlap"):
+        core.compute(atoms.numbers.tolist(), lists)
+
+
+def test_engine_reads_format_1_files():
+    """The format-1 model (terms in "params") reads in C++ as in Python, baseline noted."""
+    core = _core.Model.read(os.path.join(DATA, "model_v1.gapx"))
+    model = gapx.load(os.path.join(DATA, "model_v1.gapx"))
+    assert core.has_baseline
+    assert core.species == [1, 6, 8]
+    atoms = Atoms("CH4O", positions=np.random.default_rng(0).uniform(0, 3, (6, 3)))
+    atoms.positions[:, 0] += np.arange(6) * 1.2  # keep the atoms apart
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    energy, energies, dE_dr, _ = core.compute(atoms.numbers.tolist(), lists)
+    want = model._mean_python(atoms, context)
+    np.testing.assert_allclose(energy, want[0], rtol=0, atol=ENGINE_TOL)
+    np.testing.assert_allclose(dE_dr, want[2], rtol=0, atol=ENGINE_TOL)
+
+
+def _rewrite(source, target, edit_header=None, arrays=None, compression=zipfile.ZIP_STORED):
+    """A copy of a model file with its header edited, arrays replaced or members deflated."""
+    header, stored = io.read_model_file(source)
+    stored.update(arrays or {})
+    if edit_header:
+        edit_header(header)
+    header["arrays"] = {
+        k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in stored.items()
+    }
+    text = json.dumps(header).encode()
+    stored["__header__"] = np.frombuffer(text, dtype=np.uint8)
+    with zipfile.ZipFile(target, "w", compression=compression) as archive:
+        for name, value in stored.items():
+            with archive.open(name + ".npy", "w") as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(value))
+
+
+@pytest.fixture(scope="module")
+def saved(models, tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine") / "model.gapx"
+    models["two_body_soap"].save(path)
+    return path
+
+
+def _set_version(header):
+    header["format_version"] = io.FORMAT_VERSION + 1
+
+
+def _bad_delta(header):
+    header["sparse_sets"][0]["delta"] = 7.0
+
+
+def _bad_species(header):
+    header["species"] = ["Cu"]
+
+
+def _negative_jitter(header):
+    header["sparse_sets"][0]["jitter"] = -1.0
+
+
+def _unknown_term(header):
+    header["terms"][0]["type"] = "three_body"
+
+
+@pytest.mark.parametrize(
+    ("edit", "arrays", "compression", "error", "match"),
+    [
+        (None, None, zipfile.ZIP_DEFLATED, ValueError, "compressed"),
+        (_set_version, None, zipfile.ZIP_STORED, ValueError, "newer than this gapx reads"),
+        (_bad_delta, None, zipfile.ZIP_STORED, ValueError, "delta"),
+        (_bad_species, None, zipfile.ZIP_STORED, ValueError, "species do not match"),
+        (_negative_jitter, None, zipfile.ZIP_STORED, ValueError, "negative jitter"),
+        (_unknown_term, None, zipfile.ZIP_STORED, NotImplementedError, "three_body"),
+        (None, {"alpha": np.full(1, np.nan)}, zipfile.ZIP_STORED, ValueError, "alpha"),
+    ],
+)
+def test_engine_validates_files(saved, tmp_path, edit, arrays, compression, error, match):
+    target = tmp_path / "bad.gapx"
+    _rewrite(saved, target, edit, arrays, compression)
+    with pytest.raises(error, match=match):
+        _core.Model.read(str(target))
+
+
+def test_engine_refuses_corrupt_and_missing_files(saved, tmp_path):
+    assert _core.MODEL_FORMAT_VERSION == io.FORMAT_VERSION
+    assert _core.OVERLAP_DISTANCE == gapx.neighbors.OVERLAP_DISTANCE
+    with pytest.raises(FileNotFoundError, match="not found"):
+        _core.Model.read(str(tmp_path / "missing.gapx"))
+    data = bytearray(saved.read_bytes())
+    truncated = tmp_path / "truncated.gapx"
+    truncated.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        _core.Model.read(str(truncated))
+    flipped = tmp_path / "flipped.gapx"
+    data[200] ^= 0xFF  # inside the first member's data
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="CRC|not a valid"):
+        _core.Model.read(str(flipped))
+
+
+def test_model_with_an_engine_copies_and_pickles(models):
+    import copy
+    import pickle
+
+    model = models["soap"]
+    atoms = STRUCTURES["triclinic"]
+    energy = model.predict(atoms, std=False)["energy"]
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.predict(atoms, std=False)["energy"] == energy
+
+
+def test_engine_refuses_a_header_that_is_not_json(saved, tmp_path):
+    _, arrays = io.read_model_file(saved)
+    target = tmp_path / "bad_json.gapx"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, value in {
+            **arrays,
+            "__header__": np.frombuffer(b'{"format": [1,', np.uint8),
+        }.items():
+            with archive.open(name + ".npy", "w") as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(value))
+    with pytest.raises(ValueError, match="header is not valid JSON"):
+        _core.Model.read(str(target))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        gapx.load(target)
+
+
+def test_a_term_the_engine_lacks_takes_the_numpy_path(frames):
+    """ThreeBody has no C++ engine term: the model predicts through GAP._mean_python."""
+    model = _fit([gapx.ThreeBody(cutoff=3.5, n_sparse=10), _soap()], frames)
+    assert engine.engine_for(model) is None
+    atoms = STRUCTURES["triclinic"]
+    out = model.predict(atoms, std=False)
+    energy, _, dE_dr, _ = _python_mean(model, atoms)
+    assert out["energy"] == energy
+    np.testing.assert_array_equal(out["forces"], -dE_dr)
