@@ -22,6 +22,19 @@ struct RadialSettings {
     }
 };
 
+/// A radial basis as the spherical expansion sees it: for a neighbour at distance d, the radial
+/// integrals \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ of its Gaussian density and their d-derivatives.
+/// Implementations are immutable after construction, so one object serves every thread.
+class RadialBasis {
+  public:
+    virtual ~RadialBasis() = default;
+    /// \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ and its d-derivative for 0 <= d <= r_c, written as
+    /// [n][l] (n_max x (l_max+1), row-major). Does not allocate; thread-safe.
+    virtual void evaluate(Real d, Real *values, Real *derivatives) const = 0;
+    virtual int n_max() const = 0;
+    virtual int n_l() const = 0;
+};
+
 /// The Löwdin-orthonormalised GTO radial basis and its Gaussian-density radial integrals.
 ///
 /// Basis: \f$ \phi_n(r) = r^n e^{-r^2/(2 s_n^2)} \f$ with \f$ s_n = r_c \max(\sqrt n, 1)/n_{max}
@@ -41,7 +54,7 @@ struct RadialSettings {
 /// derivative of what is evaluated (so finite differences agree to rounding), and with the
 /// chosen grid spacing (σ/128) the interpolation error is ~1e-11 of the largest value (~1e-8
 /// for the derivative), far below the descriptor accuracy anyone needs.
-class RadialSpline {
+class RadialSpline final : public RadialBasis {
   public:
     /// Builds the tables (allocates; ~0.1 s for n_max 12, l_max 6, σ 0.5, r_c 5). Throws
     /// InvalidArgument on bad settings (see check_settings), before allocating anything.
@@ -70,14 +83,14 @@ class RadialSpline {
     static void check_settings(const RadialSettings &settings);
 
     const RadialSettings &settings() const { return settings_; }
-    int n_max() const { return settings_.n_max; }
-    int n_l() const { return settings_.l_max + 1; }
+    int n_max() const override { return settings_.n_max; }
+    int n_l() const override { return settings_.l_max + 1; }
 
     /// Interpolated \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ and its d-derivative for 0 <= d <= r_c,
     /// written as [n][l] (n_max x (l_max+1), row-major) into `values` and `derivatives`. The
     /// factor (2l+1)^{-1/4} is the square root of the power spectrum's 1/sqrt(2l+1), folded into
     /// the density coefficients once. Does not allocate; thread-safe.
-    void evaluate(Real d, Real *values, Real *derivatives) const;
+    void evaluate(Real d, Real *values, Real *derivatives) const override;
 
     /// The same quantities without the (2l+1)^{-1/4} factor, computed by quadrature (slow; for
     /// tests and table construction). Does not allocate beyond small local buffers.

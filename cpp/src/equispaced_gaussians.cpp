@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "gapx/equispaced_gaussians.hpp"
+
+#include "gapx/errors.hpp"
+
+#include <Eigen/Cholesky>
+#include <Eigen/LU>
+
+#include <array>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+namespace gapx {
+namespace {
+
+constexpr Real pi = 3.14159265358979323846;
+
+/// \f$ \int_0^\infty r^2 e^{-\alpha(r-a)^2} e^{-\alpha(r-b)^2} dr \f$ in closed form: the product
+/// is \f$ e^{-\alpha(a-b)^2/2} e^{-\beta(r-m)^2} \f$ with m = (a+b)/2, β = 2α.
+Real half_line_overlap(Real a, Real b, Real alpha) {
+    const Real m = 0.5 * (a + b);
+    const Real beta = 2.0 * alpha;
+    const Real gaussian_moment = 0.5 * std::sqrt(pi / beta) * (1.0 + std::erf(std::sqrt(beta) * m));
+    const Real integral = m * std::exp(-beta * m * m) / (2.0 * beta) +
+                          (1.0 / (2.0 * beta) + m * m) * gaussian_moment;
+    return std::exp(-0.5 * alpha * (a - b) * (a - b)) * integral;
+}
+
+} // namespace
+
+void EquispacedGaussians::check_settings(const RadialSettings &settings) {
+    if (!(settings.cutoff > 0.0) || !std::isfinite(settings.cutoff)) {
+        throw InvalidArgument("cutoff must be positive, got " + std::to_string(settings.cutoff));
+    }
+    if (!(settings.atom_sigma > 0.0) || !std::isfinite(settings.atom_sigma)) {
+        throw InvalidArgument("atom_sigma must be positive, got " +
+                              std::to_string(settings.atom_sigma));
+    }
+    if (settings.n_max < 1 || settings.n_max > max_n_max) {
+        throw InvalidArgument("n_max must be in [1, " + std::to_string(max_n_max) +
+                              "] for the QUIP radial basis, got " +
+                              std::to_string(settings.n_max));
+    }
+    if (settings.l_max < 0 || settings.l_max > max_l_max) {
+        throw InvalidArgument("l_max must be in [0, " + std::to_string(max_l_max) + "], got " +
+                              std::to_string(settings.l_max));
+    }
+}
+
+EquispacedGaussians::EquispacedGaussians(const RadialSettings &settings) : settings_(settings) {
+    check_settings(settings);
+    const int n = settings.n_max;
+    const Real sigma = settings.atom_sigma;
+    const Real alpha = 0.5 / (sigma * sigma);
+    const Real hard_cutoff = settings.cutoff + sigma * std::sqrt(2.0 * 10.0 * std::log(10.0));
+    radii_.resize(n);
+    for (int a = 0; a < n; ++a) {
+        radii_[a] = hard_cutoff * a / n;
+    }
+    Eigen::MatrixXd overlap(n, n);
+    Eigen::MatrixXd collocation(n, n);
+    for (int a = 0; a < n; ++a) {
+        for (int b = 0; b < n; ++b) {
+            overlap(a, b) = half_line_overlap(radii_[a], radii_[b], alpha);
+            const Real gap = radii_[a] - radii_[b];
+            collocation(a, b) = std::exp(-alpha * gap * gap);
+        }
+    }
+    const Eigen::LLT<Eigen::MatrixXd> cholesky(overlap);
+    const Eigen::FullPivLU<Eigen::MatrixXd> lu(collocation);
+    // 1e-14: below it the Gaussians (width σ) overlap so much that W is rounding noise.
+    if (cholesky.info() != Eigen::Success || lu.rcond() < 1e-14) {
+        throw InvalidArgument(
+            "the QUIP radial basis is numerically singular for cutoff " +
+            std::to_string(settings.cutoff) + ", n_max " + std::to_string(n) + " and atom_sigma " +
+            std::to_string(sigma) + ": the grid spacing is too small for the Gaussian width; "
+            "use a smaller n_max or atom_sigma");
+    }
+    const Eigen::MatrixXd upper = cholesky.matrixL().transpose();
+    // W G = L^T  <=>  G^T W^T = L; G is symmetric.
+    transform_ = lu.solve(upper.transpose()).transpose();
+}
+
+void EquispacedGaussians::evaluate(Real d, Real *out_values, Real *out_derivatives) const {
+    const int n = settings_.n_max;
+    const int n_l = settings_.l_max + 1;
+    const Real alpha = 0.5 / (settings_.atom_sigma * settings_.atom_sigma);
+    std::array<Real, max_n_max *(max_l_max + 1)> samples;
+    std::array<Real, max_n_max *(max_l_max + 1)> slopes;
+    std::array<Real, max_l_max + 2> bessel;
+    for (int a = 0; a < n; ++a) {
+        const Real ra = radii_[a];
+        // e^{-α(d² + r²)} i_l(2αdr) = e^{-α(d-r)²} (e^{-x} i_l(x)), x = 2αdr: no overflow.
+        const Real gauss = 4.0 * pi * std::exp(-alpha * (d - ra) * (d - ra));
+        const Real x = 2.0 * alpha * d * ra;
+        detail::scaled_bessel_i(x, n_l, bessel.data());
+        for (int l = 0; l < n_l; ++l) {
+            const Real lower = l > 0 ? bessel[l - 1] : 0.0;
+            // d/dx (e^{-x} i_l) = e^{-x} (l i_{l-1} + (l+1) i_{l+1}) / (2l+1) - e^{-x} i_l
+            const Real dbessel = (l * lower + (l + 1) * bessel[l + 1]) / (2 * l + 1) - bessel[l];
+            samples[a * n_l + l] = gauss * bessel[l];
+            slopes[a * n_l + l] =
+                gauss * (-2.0 * alpha * (d - ra) * bessel[l] + 2.0 * alpha * ra * dbessel);
+        }
+    }
+    for (int l = 0; l < n_l; ++l) {
+        const Real scale = std::pow(2.0 * l + 1.0, -0.25);
+        for (int m = 0; m < n; ++m) {
+            Real value = 0.0;
+            Real slope = 0.0;
+            for (int a = 0; a < n; ++a) {
+                value += transform_(m, a) * samples[a * n_l + l];
+                slope += transform_(m, a) * slopes[a * n_l + l];
+            }
+            out_values[m * n_l + l] = value * scale;
+            out_derivatives[m * n_l + l] = slope * scale;
+        }
+    }
+}
+
+std::shared_ptr<const EquispacedGaussians>
+EquispacedGaussians::cached(const RadialSettings &settings) {
+    static std::mutex mutex;
+    static std::map<std::tuple<Real, int, int, Real>, std::shared_ptr<const EquispacedGaussians>>
+        cache;
+    const auto key =
+        std::make_tuple(settings.cutoff, settings.n_max, settings.l_max, settings.atom_sigma);
+    std::lock_guard<std::mutex> lock(mutex);
+    auto found = cache.find(key);
+    if (found != cache.end()) {
+        return found->second;
+    }
+    if (cache.size() > 64) {
+        cache.clear();
+    }
+    return cache.emplace(key, std::make_shared<const EquispacedGaussians>(settings)).first->second;
+}
+
+} // namespace gapx
