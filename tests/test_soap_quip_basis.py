@@ -148,4 +148,6 @@ def test_backpropagation_contracts_the_gradients(quip_soap, rng):
     for (i, j), value in zip(dX.pairs, dX.values, strict=True):
         expected[j] += value @ upstream[i]
     np.testing.assert_allclose(dE_dr, expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dE_dstrain, np.einsum("iabf,if->ab", dX.strain, upstream), atol=1e-11)
+    np.testing.assert_allclose(
+        dE_dstrain, np.einsum("iabf,if->ab", dX.strain, upstream), atol=1e-11
+    )

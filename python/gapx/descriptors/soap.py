@@ -198,7 +198,9 @@ class SOAP:
         for u in range(n_channels):
             for v in range(u, n_channels):
                 offset[u, v] = len(offset) * n_l
-        order = [offset[u, v] + l for v in range(n_channels) for u in range(v + 1) for l in range(n_l)]
+        order = [
+            offset[u, v] + l for v in range(n_channels) for u in range(v + 1) for l in range(n_l)
+        ]
         return np.asarray(order, dtype=np.int64)
 
     @property
