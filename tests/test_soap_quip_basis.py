@@ -98,7 +98,9 @@ def test_defaults_and_errors():
 def test_serialisation_keeps_the_basis_and_order():
     soap = gapx.SOAP(species=["O", "H"], n_max=3, l_max=2, radial_basis="quip")
     again = gapx.SOAP.from_dict(soap.to_dict())
-    assert again == soap and again.species == ("O", "H") and again.radial_basis == "quip"
+    assert again == soap
+    assert again.species == ("O", "H")
+    assert again.radial_basis == "quip"
 
 
 def test_radial_derivative_against_finite_differences():

@@ -199,7 +199,10 @@ class SOAP:
             for v in range(u, n_channels):
                 offset[u, v] = len(offset) * n_l
         order = [
-            offset[u, v] + l for v in range(n_channels) for u in range(v + 1) for l in range(n_l)
+            offset[u, v] + ell
+            for v in range(n_channels)
+            for u in range(v + 1)
+            for ell in range(n_l)
         ]
         return np.asarray(order, dtype=np.int64)
 
