@@ -14,7 +14,9 @@ them to the errors seen.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -22,7 +24,7 @@ from defusedxml import DefusedXmlException, ElementTree
 
 from ..fitting import FittedState
 from ..gp.sparse_set import SparseSet, kmm_cholesky
-from ..model import GAP
+from ..model import GAP, load
 from .settings_string import parse_settings
 from .sparse_points import read_inline, read_sparse_file
 from .terms import DESCRIPTOR_BUILDERS, RawBlock
@@ -242,4 +244,49 @@ def from_quip(path):
     if not coordinates:
         raise ValueError(f"{path}: the GAP has no <gpCoordinates> blocks")
     blocks = [_imported(_raw_block(c, folder, path)) for c in coordinates]
-    return _assemble(blocks, e0, _command_line_sigmas(params))
+    model = _assemble(blocks, e0, _command_line_sigmas(params))
+    return _exported_model(params, folder, path, model) or model
+
+
+def _same_prediction(a, b) -> bool:
+    """Whether two models predict the same mean: terms, e0, sparse sets and weights equal."""
+    return (
+        [t.to_dict() for t in a.terms] == [t.to_dict() for t in b.terms]
+        and a.e0 == b.e0
+        and [(s.term, s.kind, s.offset) for s in a.sparse_sets]
+        == [(s.term, s.kind, s.offset) for s in b.sparse_sets]
+        and all(
+            np.array_equal(s.points, u.points)
+            for s, u in zip(a.sparse_sets, b.sparse_sets, strict=True)
+        )
+        and np.array_equal(a.alpha, b.alpha)
+    )
+
+
+def _exported_model(params, folder: str, path: str, imported):
+    """The complete gapx model ``GAP.to_quip`` wrote beside the XML, when the XML names it
+    (``<gapx_model>``), its md5 sum matches and it predicts what the XML does; else None
+    (with a warning when it is named but missing, altered or inconsistent)."""
+    element = params.find("gapx_model")
+    if element is None:
+        return None
+    name = element.get("filename", "")
+    where = f"{path}, <gapx_model filename={name!r}>"
+    sidecar = os.path.join(folder, name)
+    if os.path.basename(name) != name or not os.path.isfile(sidecar):
+        warnings.warn(f"{where}: file missing; using the XML alone", UserWarning, stacklevel=3)
+        return None
+    with open(sidecar, "rb") as handle:
+        digest = hashlib.md5(handle.read()).hexdigest()
+    if digest != (element.get("md5sum") or "").strip().lower():
+        warnings.warn(f"{where}: md5 sum differs; using the XML alone", UserWarning, stacklevel=3)
+        return None
+    model = load(sidecar)
+    if not _same_prediction(model, imported):
+        warnings.warn(
+            f"{where}: the model does not match the XML; using the XML alone",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return model
