@@ -1,4 +1,4 @@
-"""QUIP's ``key=value`` strings (descriptor strings, ``init_args``): parsing and writing."""
+"""QUIP's ``key=value`` strings (descriptor strings, ``init_args``, the command line)."""
 
 from __future__ import annotations
 
@@ -40,19 +40,3 @@ def parse_settings(text: str, where: str) -> tuple[str, dict[str, str]]:
         while position < len(rest) and rest[position].isspace():
             position += 1
     return name.lower(), settings
-
-
-def format_value(value) -> str:
-    """A value as QUIP writes it: T/F for booleans, {a b} for lists, repr for floats."""
-    if isinstance(value, bool):
-        return "T" if value else "F"
-    if isinstance(value, (list, tuple)):
-        return "{" + " ".join(format_value(v) for v in value) + "}"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def format_settings(name: str, settings: dict) -> str:
-    """The inverse of :func:`parse_settings`: ``name key=value ...`` in the given order."""
-    return " ".join([name, *(f"{key}={format_value(value)}" for key, value in settings.items())])
