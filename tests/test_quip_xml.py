@@ -244,3 +244,33 @@ def test_quippy_results_are_not_trivial(quip_models):
     xml, symbols = quip_models["soap_zeta4"]
     results = quippy_results(xml, comparison_structures(symbols))
     assert min(np.abs(f).max() for _, f, _ in results) > 1e-2
+
+
+def test_cli_convert_info_and_eval_read_quip_xml(quip_models, tmp_path, capsys):
+    from ase.io import write
+
+    from gapx.cli import main
+
+    xml, symbols = quip_models["two_body_soap_CuAu"]
+    assert main(["info", xml]) == 0
+    out = capsys.readouterr().out
+    assert "QUIP/GAP XML" in out
+    assert "radial_basis = 'quip'" in out
+    frames = training_frames(symbols, n_frames=2, seed=9)
+    write(tmp_path / "test.xyz", frames)
+    assert (
+        main(["eval", xml, str(tmp_path / "test.xyz"), "--json", str(tmp_path / "e.json"), "-q"])
+        == 0
+    )
+    assert (tmp_path / "e.json").exists()
+    assert main(["convert", xml, str(tmp_path / "m.gapx")]) == 0
+    assert main(["convert", str(tmp_path / "m.gapx"), str(tmp_path / "m.xml")]) == 0
+    structures = comparison_structures(symbols)[:2]
+    assert_matches_quippy(gapx.load(tmp_path / "m.gapx"), str(tmp_path / "m.xml"), structures)
+    capsys.readouterr()
+    gto = gapx.GAP([gapx.SOAP(species=["Cu"], n_max=3, l_max=2, n_sparse=4)], verbose=False)
+    gto.fit(training_frames(["Cu"], n_frames=2))
+    gto.save(tmp_path / "gto.gapx")
+    assert main(["convert", str(tmp_path / "gto.gapx"), str(tmp_path / "gto.xml")]) == 1
+    assert "radial_basis='quip'" in capsys.readouterr().err
+    assert not (tmp_path / "gto.xml").exists()

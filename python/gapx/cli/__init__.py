@@ -1,5 +1,5 @@
 """The ``gapx`` command line: ``fit``, ``eval``, ``calibrate``, ``select``, ``md``, ``learn``,
-``tune`` and ``info``, one thin module each.
+``tune``, ``info`` and ``convert``, one thin module each.
 
 Every command module has ``add_parser(sub)`` and ``run(args) -> int``, so tests and scripts can
 call ``gapx.cli.main([...])`` without a subprocess. User errors (missing files, bad configs,
@@ -16,10 +16,10 @@ import os
 import sys
 
 from .._core import __version__
-from . import calibrate, evaluate, fit, info, learn, md, select, tune
+from . import calibrate, convert, evaluate, fit, info, learn, md, select, tune
 from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CLIError
 
-COMMANDS = (fit, evaluate, calibrate, select, md, learn, tune, info)
+COMMANDS = (fit, evaluate, calibrate, select, md, learn, tune, info, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
