@@ -330,14 +330,15 @@ class GAP:
             os.fspath(path), serialization.model_header(self), serialization.model_arrays(self)
         )
 
-    def to_quip(self, path, label: str = "GAP_gapx") -> None:
-        """Write the model as a QUIP/GAP XML file (with sparseX files and the complete model as
-        ``<path>.gapx`` beside it) that quippy's ``Potential(param_filename=path)`` and LAMMPS's
+    def to_quip(self, path, label: str = "GAP_gapx", gapx_copy: bool = True) -> None:
+        """Write the model as a QUIP/GAP XML file (with sparseX files and, with ``gapx_copy``,
+        the complete model as ``<path>.gapx`` beside it, which makes ``gapx.from_quip`` return
+        this model exactly) that quippy's ``Potential(param_filename=path)`` and LAMMPS's
         ``pair_style quip`` evaluate to the same numbers; see :mod:`gapx.quip.xml_writer`.
         Raises ValueError for terms or baselines QUIP cannot express (GTO-basis SOAP, Ewald)."""
         from .quip.xml_writer import write_quip
 
-        write_quip(self, path, label=label)
+        write_quip(self, path, label=label, gapx_copy=gapx_copy)
 
 
 def load(path) -> GAP:

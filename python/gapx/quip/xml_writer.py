@@ -49,8 +49,9 @@ def _blocks(model):
         yield exporter(term, s.kind, s.points, model.alpha[s.columns], s.delta)
 
 
-def write_quip(model, path, label: str = "GAP_gapx") -> None:
-    """Write ``model`` to ``path`` (QUIP XML), its sparseX files and its ``.gapx`` sidecar.
+def write_quip(model, path, label: str = "GAP_gapx", gapx_copy: bool = True) -> None:
+    """Write ``model`` to ``path`` (QUIP XML), its sparseX files and (``gapx_copy``) its
+    ``.gapx`` sidecar.
 
     Every file goes through :func:`gapx.io.atomic_write`; the XML is written last, so a reader
     never finds an XML whose sparse files are not complete."""
@@ -99,11 +100,12 @@ def write_quip(model, path, label: str = "GAP_gapx") -> None:
                 alpha=repr(float(alpha)),
                 sparseCutoff=repr(float(cutoff)),
             )
-    sidecar = name + GAPX_SIDECAR
-    model.save(os.path.join(folder, sidecar))
-    with open(os.path.join(folder, sidecar), "rb") as handle:
-        sidecar_md5 = hashlib.md5(handle.read()).hexdigest()
-    ElementTree.SubElement(params, "gapx_model", filename=sidecar, md5sum=sidecar_md5)
+    if gapx_copy:
+        sidecar = name + GAPX_SIDECAR
+        model.save(os.path.join(folder, sidecar))
+        with open(os.path.join(folder, sidecar), "rb") as handle:
+            sidecar_md5 = hashlib.md5(handle.read()).hexdigest()
+        ElementTree.SubElement(params, "gapx_model", filename=sidecar, md5sum=sidecar_md5)
     ElementTree.indent(root)
     with atomic_write(path) as handle:
         handle.write(ElementTree.tostring(root, encoding="utf-8") + b"\n")
