@@ -29,9 +29,6 @@ from .settings_string import parse_settings
 from .sparse_points import read_inline, read_sparse_file
 from .terms import DESCRIPTOR_BUILDERS, RawBlock
 
-#: gap_version of the gap_fit whose files were compared with quippy (QUIP v0.10.3).
-VERIFIED_GAP_VERSION = 1769700636
-
 
 def _parse(path: str):
     try:
