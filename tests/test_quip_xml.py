@@ -71,8 +71,10 @@ def test_import_finds_the_blocks(quip_models):
 
 
 def test_imported_model_is_a_full_gapx_model(quip_models, tmp_path):
-    """predict with stds, save and load as .gapx, the ASE calculator, calibrate."""
+    """predict with stds, save and load as .gapx, the ASE calculator, select, calibrate."""
     xml, symbols = quip_models["two_body_soap_CuAu"]
+    chosen = gapx.select(gapx.from_quip(xml), comparison_structures(symbols), 2)
+    assert len(set(chosen.tolist())) == 2
     model = gapx.from_quip(xml)
     atoms = comparison_structures(symbols)[0]
     result = model.predict(atoms)

@@ -23,7 +23,7 @@ from ase.data import chemical_symbols
 from defusedxml import DefusedXmlException, ElementTree
 
 from ..fitting import FittedState
-from ..gp.sparse_set import SparseSet, kmm_cholesky
+from ..gp.sparse_set import SparseSet
 from ..model import GAP, load
 from .settings_string import parse_settings
 from .sparse_points import read_inline, read_sparse_file
@@ -167,7 +167,8 @@ def _imported(raw: RawBlock):
 
 def _assemble(blocks, e0: dict[int, float], model_settings: dict):
     """The GAP: blocks grouped into terms by their settings (a kind seen twice starts a new
-    term), the sparse sets in that order, and the prior's R (see the module docstring)."""
+    term) and the sparse sets in that order; its R (the prior's, see the module docstring) is
+    computed by GAP.R when first needed."""
     groups: list[tuple[tuple, object, list]] = []
     for block in blocks:
         for key, _, members in groups:
@@ -182,21 +183,16 @@ def _assemble(blocks, e0: dict[int, float], model_settings: dict):
     model = GAP(terms, e0=e0_symbols, verbose=False, **model_settings)
     sparse_sets = []
     offset = 0
-    for t, (_, term, members) in enumerate(groups):
+    for t, (_, _, members) in enumerate(groups):
         for block in sorted(members, key=lambda b: b.kind):
-            L, jitter = kmm_cholesky(term.kernel, block.points, block.delta, model.sparse_jitter)
-            sparse_sets.append(
-                SparseSet(t, block.kind, block.points, offset, block.delta, jitter, L)
-            )
+            # factor None: GAP.R computes K_MM's Cholesky factors when a std first needs them
+            sparse_sets.append(SparseSet(t, block.kind, block.points, offset, block.delta))
             offset += len(block.points)
     alpha = np.concatenate(
         [b.alpha for _, _, ms in groups for b in sorted(ms, key=lambda b: b.kind)]
     )
-    R = np.zeros((offset, offset))
-    for s in sparse_sets:
-        R[s.columns, s.columns] = s.factor.T
     summary = {"imported_from": "QUIP XML", "n_sparse_total": offset}
-    model._adopt(FittedState(e0_symbols, sparse_sets, alpha, R, summary))
+    model._adopt(FittedState(e0_symbols, sparse_sets, alpha, None, summary))
     return model
 
 
