@@ -2,10 +2,12 @@
 #include "gapx/equispaced_gaussians.hpp"
 
 #include "gapx/errors.hpp"
+#include "gapx/memory.hpp"
 
 #include <Eigen/Cholesky>
 #include <Eigen/LU>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <map>
@@ -48,6 +50,16 @@ void EquispacedGaussians::check_settings(const RadialSettings &settings) {
         throw InvalidArgument("l_max must be in [0, " + std::to_string(max_l_max) + "], got " +
                               std::to_string(settings.l_max));
     }
+    const Real bytes = intervals(settings) * 4.0 * settings.n_max * (settings.l_max + 1) * 8.0;
+    if (!(bytes <= max_table_bytes)) {
+        throw InvalidArgument(
+            "the QUIP radial basis table for cutoff " + detail::format_real(settings.cutoff) +
+            " Å, atom_sigma " + detail::format_real(settings.atom_sigma) + " Å, n_max " +
+            std::to_string(settings.n_max) + " and l_max " + std::to_string(settings.l_max) +
+            " would take " + detail::format_bytes(bytes) + " (limit " +
+            detail::format_bytes(max_table_bytes) +
+            "); use a smaller cutoff / atom_sigma ratio, n_max or l_max");
+    }
 }
 
 EquispacedGaussians::EquispacedGaussians(const RadialSettings &settings) : settings_(settings) {
@@ -57,6 +69,10 @@ EquispacedGaussians::EquispacedGaussians(const RadialSettings &settings) : setti
     const Real alpha = 0.5 / (sigma * sigma);
     const Real hard_cutoff = settings.cutoff + sigma * std::sqrt(2.0 * 10.0 * std::log(10.0));
     radii_.resize(n);
+    for (int l = 0; l <= settings.l_max; ++l) {
+        l_scales_.push_back(std::pow(2.0 * l + 1.0, -0.25));
+        inverse_odd_.push_back(1.0 / (2.0 * l + 1.0));
+    }
     for (int a = 0; a < n; ++a) {
         radii_[a] = hard_cutoff * a / n;
     }
@@ -82,9 +98,20 @@ EquispacedGaussians::EquispacedGaussians(const RadialSettings &settings) : setti
     const Eigen::MatrixXd upper = cholesky.matrixL().transpose();
     // W G = L^T  <=>  G^T W^T = L; G is symmetric.
     transform_ = lu.solve(upper.transpose()).transpose();
+    table_ = HermiteTable(settings.cutoff, static_cast<int>(intervals(settings)),
+                          n * (settings.l_max + 1),
+                          [this](Real d, Real *values, Real *slopes) { exact(d, values, slopes); });
+}
+
+Real EquispacedGaussians::intervals(const RadialSettings &settings) {
+    return std::max(16.0, std::ceil(512.0 * settings.cutoff / settings.atom_sigma));
 }
 
 void EquispacedGaussians::evaluate(Real d, Real *out_values, Real *out_derivatives) const {
+    table_.evaluate(d, out_values, out_derivatives);
+}
+
+void EquispacedGaussians::exact(Real d, Real *out_values, Real *out_derivatives) const {
     const int n = settings_.n_max;
     const int n_l = settings_.l_max + 1;
     const Real alpha = 0.5 / (settings_.atom_sigma * settings_.atom_sigma);
@@ -100,23 +127,32 @@ void EquispacedGaussians::evaluate(Real d, Real *out_values, Real *out_derivativ
         for (int l = 0; l < n_l; ++l) {
             const Real lower = l > 0 ? bessel[l - 1] : 0.0;
             // d/dx (e^{-x} i_l) = e^{-x} (l i_{l-1} + (l+1) i_{l+1}) / (2l+1) - e^{-x} i_l
-            const Real dbessel = (l * lower + (l + 1) * bessel[l + 1]) / (2 * l + 1) - bessel[l];
+            const Real dbessel = (l * lower + (l + 1) * bessel[l + 1]) * inverse_odd_[l] - bessel[l];
             samples[a * n_l + l] = gauss * bessel[l];
             slopes[a * n_l + l] =
                 gauss * (-2.0 * alpha * (d - ra) * bessel[l] + 2.0 * alpha * ra * dbessel);
         }
     }
-    for (int l = 0; l < n_l; ++l) {
-        const Real scale = std::pow(2.0 * l + 1.0, -0.25);
-        for (int m = 0; m < n; ++m) {
-            Real value = 0.0;
-            Real slope = 0.0;
-            for (int a = 0; a < n; ++a) {
-                value += transform_(m, a) * samples[a * n_l + l];
-                slope += transform_(m, a) * slopes[a * n_l + l];
+    // out[m][l] = scale_l sum_a W[m][a] g[a][l], with l innermost (contiguous, vectorised).
+    for (int m = 0; m < n; ++m) {
+        Real *values = out_values + m * n_l;
+        Real *slopes_out = out_derivatives + m * n_l;
+        for (int l = 0; l < n_l; ++l) {
+            values[l] = 0.0;
+            slopes_out[l] = 0.0;
+        }
+        for (int a = 0; a < n; ++a) {
+            const Real w = transform_(m, a);
+            const Real *sample = samples.data() + a * n_l;
+            const Real *slope = slopes.data() + a * n_l;
+            for (int l = 0; l < n_l; ++l) {
+                values[l] += w * sample[l];
+                slopes_out[l] += w * slope[l];
             }
-            out_values[m * n_l + l] = value * scale;
-            out_derivatives[m * n_l + l] = slope * scale;
+        }
+        for (int l = 0; l < n_l; ++l) {
+            values[l] *= l_scales_[l];
+            slopes_out[l] *= l_scales_[l];
         }
     }
 }

@@ -3,10 +3,32 @@
 
 #include "gapx/types.hpp"
 
+#include <functional>
 #include <memory>
 #include <vector>
 
 namespace gapx {
+
+/// Cubic Hermite interpolation of n_values functions of d on [0, range], from their exact
+/// values and derivatives at n_intervals + 1 equispaced nodes: the interpolant and its
+/// derivative are continuous, and the derivative returned is the exact derivative of the value
+/// returned (so finite differences of interpolated energies agree with interpolated forces).
+class HermiteTable {
+  public:
+    /// `exact(d, values, derivatives)` fills n_values each; it is called once per node.
+    HermiteTable(Real range, int n_intervals, int n_values,
+                 const std::function<void(Real, Real *, Real *)> &exact);
+    HermiteTable() = default;
+    /// Values and d-derivatives at d (clamped to the table), n_values each. Thread-safe.
+    void evaluate(Real d, Real *values, Real *derivatives) const;
+
+  private:
+    Real spacing_ = 1.0;
+    int n_intervals_ = 0;
+    int n_values_ = 0;
+    // coefficients in t = (d - d_k)/h: [interval][power 0..3][value]
+    std::vector<Real> coefficients_;
+};
 
 /// Settings that fix the radial integrals I_nl(d); two RadialSpline objects built from equal
 /// settings are identical, which lets them be cached and shared between threads.
@@ -106,12 +128,9 @@ class RadialSpline final : public RadialBasis {
     RadialSettings settings_;
     RowMatrix transform_;      // S^{-1/2}
     std::vector<Real> widths_; // s_k
-    Real spacing_ = 0.0;       // grid spacing h
-    int n_intervals_ = 0;
-    // Hermite coefficients in t = (d - d_k)/h: [interval][power 0..3][n * n_l + l]
-    std::vector<Real> coefficients_;
     std::vector<Real> nodes_;   // Gauss-Legendre nodes on [-1, 1]
     std::vector<Real> weights_; // and weights
+    HermiteTable table_;        // of I_nl (2l+1)^{-1/4}, [n * n_l + l]
 };
 
 namespace detail {
