@@ -9,7 +9,7 @@
 
 namespace gapx {
 
-/// QUIP's default SOAP radial basis ("equispaced Gaussians"), evaluated exactly per pair.
+/// QUIP's default SOAP radial basis ("equispaced Gaussians"), tabulated from its exact form.
 ///
 /// Grid: r_a = a r_h / n_max, a = 0 .. n_max-1, with r_h = r_c + σ sqrt(2 · 10 · ln 10) (where
 /// a Gaussian density at the cutoff has fallen to 1e-10). The radial density of a neighbour at
