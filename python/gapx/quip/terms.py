@@ -4,7 +4,8 @@ A QUIP GAP block (``<gpCoordinates>``) is one descriptor string, a covariance, d
 and sparse points. :data:`DESCRIPTOR_BUILDERS` maps the descriptor's name to a function that
 turns the block into a gapx term, a sparse-set kind and the points and weights in gapx's
 layout; :data:`TERM_EXPORTERS` maps a term's ``type_name`` to the inverse. Another descriptor
-(``angle_3b`` with :class:`gapx.ThreeBody`) plugs in by adding an entry to each table.
+(``angle_3b`` with :class:`gapx.ThreeBody`) plugs in by adding an entry to each table; a
+builder receives the block's ``n_permutations`` and its ``<permutation>`` handling is its own.
 
 Conventions, found by comparing energies with quippy: a block's local energy is
 ``signal_variance**2 sum_s alpha_s k(x, x_s)`` (``signal_variance`` is delta); ``dot_product``
@@ -60,6 +61,7 @@ class RawBlock:
     descriptor: str
     settings: dict
     covariance_type: int
+    n_permutations: int
     signal_variance: float
     zeta: float | None
     theta: np.ndarray
@@ -129,6 +131,14 @@ def _check_covariance(block: RawBlock, expected: int, name: str) -> None:
         )
 
 
+def _check_no_permutations(block: RawBlock) -> None:
+    if block.n_permutations != 1:
+        raise NotImplementedError(
+            f"{block.where}: {block.descriptor} with n_permutations={block.n_permutations} is "
+            "not supported by gapx"
+        )
+
+
 def _check_dimensions(block: RawBlock, dimensions: int) -> None:
     if block.points.shape[1] != dimensions:
         raise ValueError(
@@ -177,6 +187,7 @@ SOAP_FIXED = {
 def build_soap(block: RawBlock) -> ImportedBlock:
     _check_keys(block, SOAP_KEYS, SOAP_FIXED)
     _check_covariance(block, DOT_PRODUCT, "dot_product")
+    _check_no_permutations(block)
     if _setting(block, "n_z", int, 1) != 1:
         raise NotImplementedError(f"{block.where}: soap with n_Z > 1 is not supported by gapx")
     center = _setting(block, "z", int)
@@ -213,6 +224,7 @@ TWO_BODY_KEYS = {"cutoff", "cutoff_transition_width", "z1", "z2"}
 def build_distance_2b(block: RawBlock) -> ImportedBlock:
     _check_keys(block, TWO_BODY_KEYS, {})
     _check_covariance(block, ARD_SE, "ard_se")
+    _check_no_permutations(block)
     _check_dimensions(block, 1)
     if "z1" not in block.settings or "z2" not in block.settings:
         raise NotImplementedError(f"{block.where}: distance_2b without Z1 and Z2")
@@ -242,6 +254,7 @@ class ExportedBlock:
 
     descriptor: str
     covariance_type: int
+    n_permutations: int
     signal_variance: float
     zeta: float | None
     theta: np.ndarray | None

@@ -107,8 +107,6 @@ def _raw_block(coordinates, folder: str, path: str) -> RawBlock:
     name, settings = parse_settings(descriptor.text, where)
     if _attribute(coordinates, "signal_mean", float, where, 0.0) != 0.0:
         raise NotImplementedError(f"{where}: a non-zero signal_mean is not supported by gapx")
-    if _attribute(coordinates, "n_permutations", int, where, 1) != 1:
-        raise NotImplementedError(f"{where}: descriptors with permutations are not supported")
     dimensions = _attribute(coordinates, "dimensions", int, where)
     n_sparse = _attribute(coordinates, "n_sparseX", int, where)
     elements = coordinates.findall("sparseX")
@@ -146,6 +144,7 @@ def _raw_block(coordinates, folder: str, path: str) -> RawBlock:
         descriptor=name,
         settings=settings,
         covariance_type=_attribute(coordinates, "covariance_type", int, where),
+        n_permutations=_attribute(coordinates, "n_permutations", int, where, 1),
         signal_variance=_attribute(coordinates, "signal_variance", float, where),
         zeta=None if zeta is None else _attribute(coordinates, "zeta", float, where),
         theta=theta,
