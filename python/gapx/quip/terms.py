@@ -254,7 +254,6 @@ class ExportedBlock:
 
     descriptor: str
     covariance_type: int
-    n_permutations: int
     signal_variance: float
     zeta: float | None
     theta: np.ndarray | None
