@@ -90,6 +90,7 @@ def model_header(model) -> dict:
             "e0_method": model.e0_method,
             "sparse_jitter": model.sparse_jitter,
             "seed": model.seed,
+            "optimize": model.optimize,
             **model.keys,
         },
         "species": model.species,
