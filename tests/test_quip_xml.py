@@ -85,6 +85,8 @@ def test_imported_model_is_a_full_gapx_model(quip_models, tmp_path):
     np.testing.assert_array_equal(again.predict(atoms)["forces"], result["forces"])
     atoms.calc = gapx.GAPCalculator(again)
     assert atoms.get_potential_energy() == pytest.approx(result["energy"], abs=1e-12)
+    atoms.calc = gapx.GAPCalculator(xml)  # a path to the XML itself
+    assert atoms.get_potential_energy() == pytest.approx(result["energy"], abs=1e-12)
     report = model.calibrate(training_frames(symbols, n_frames=3, seed=5))
     assert model.calibration is not None
     assert "after" in report
