@@ -223,6 +223,9 @@ def test_sizes_that_disagree_with_the_descriptor(model_copy):
         ValueError, match=r"gpCoordinates label=.*sparse points have 145 dimensions"
     ):
         gapx.from_quip(path)
+    path.write_text(text.replace("n_max=4", "n_max=400", 1))
+    with pytest.raises(ValueError, match=r"gpCoordinates label=.*n_max must be in \[1, 64\]"):
+        gapx.from_quip(path)
     block = re.search(r'n_sparseX="10"', text)
     assert block is not None
     path.write_text(text.replace('n_sparseX="10"', 'n_sparseX="11"', 1))

@@ -161,7 +161,12 @@ def _imported(raw: RawBlock):
             f"{raw.where}: the QUIP descriptor {raw.descriptor!r} is not supported by gapx "
             f"(supported: {', '.join(sorted(DESCRIPTOR_BUILDERS))})"
         )
-    return builder(raw)
+    try:
+        return builder(raw)
+    except ValueError as error:  # settings gapx's terms refuse (n_max too large, ...)
+        if raw.where in str(error):
+            raise
+        raise ValueError(f"{raw.where}: {error}") from None
 
 
 def _assemble(blocks, e0: dict[int, float], model_settings: dict):
