@@ -49,6 +49,9 @@ CASES = [
     ((6, 8, 14), 12, 12),
     ((14, 8, 6), 12, 12),
     ((8, 14, 6), 5, 3),
+    # few grid points: radial functions spanning many orders of magnitude over [0, r_c]
+    ((6, 8, 14), 1, 0),
+    ((14,), 2, 1),
 ]
 
 

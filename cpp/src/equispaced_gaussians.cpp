@@ -98,17 +98,47 @@ EquispacedGaussians::EquispacedGaussians(const RadialSettings &settings) : setti
     const Eigen::MatrixXd upper = cholesky.matrixL().transpose();
     // W G = L^T  <=>  G^T W^T = L; G is symmetric.
     transform_ = lu.solve(upper.transpose()).transpose();
-    table_ = HermiteTable(settings.cutoff, static_cast<int>(intervals(settings)),
-                          n * (settings.l_max + 1),
-                          [this](Real d, Real *values, Real *slopes) { exact(d, values, slopes); });
+    const int n_nl = n * (settings.l_max + 1);
+    table_ = HermiteTable(settings.cutoff, static_cast<int>(intervals(settings)), n_nl,
+                          [this, n_nl](Real d, Real *values, Real *slopes) {
+                              exact(d, values, slopes);
+                              Real e = 0.0;
+                              Real de = 0.0;
+                              envelope(d, e, de);
+                              for (int nl = 0; nl < n_nl; ++nl) { // g = I / E
+                                  const Real g = e > 0.0 ? values[nl] / e : 0.0;
+                                  slopes[nl] = e > 0.0 ? (slopes[nl] - g * de) / e : 0.0;
+                                  values[nl] = g;
+                              }
+                          });
 }
 
 Real EquispacedGaussians::intervals(const RadialSettings &settings) {
-    return std::max(16.0, std::ceil(512.0 * settings.cutoff / settings.atom_sigma));
+    return std::max(16.0, std::ceil(1024.0 * settings.cutoff / settings.atom_sigma));
+}
+
+void EquispacedGaussians::envelope(Real d, Real &value, Real &derivative) const {
+    const Real alpha = 0.5 / (settings_.atom_sigma * settings_.atom_sigma);
+    value = 0.0;
+    derivative = 0.0;
+    for (const Real ra : radii_) {
+        const Real gauss = std::exp(-alpha * (d - ra) * (d - ra));
+        value += gauss;
+        derivative -= 2.0 * alpha * (d - ra) * gauss;
+    }
 }
 
 void EquispacedGaussians::evaluate(Real d, Real *out_values, Real *out_derivatives) const {
+    // I = g E, I' = g' E + g E' from the tabulated g = I / E and the exact envelope E.
     table_.evaluate(d, out_values, out_derivatives);
+    Real e = 0.0;
+    Real de = 0.0;
+    envelope(d, e, de);
+    const int n_nl = settings_.n_max * (settings_.l_max + 1);
+    for (int nl = 0; nl < n_nl; ++nl) {
+        out_derivatives[nl] = out_derivatives[nl] * e + out_values[nl] * de;
+        out_values[nl] *= e;
+    }
 }
 
 void EquispacedGaussians::exact(Real d, Real *out_values, Real *out_derivatives) const {

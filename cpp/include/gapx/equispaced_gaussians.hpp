@@ -23,9 +23,13 @@ namespace gapx {
 /// comparing numbers with quippy; derived from the mathematics, not from QUIP's code).
 ///
 /// The exact I_nl(d) (n_max scaled Bessel evaluations and an n_max x n_max product, ~2 µs) is
-/// tabulated once per settings and interpolated (HermiteTable) on a grid four times finer than
-/// the GTO basis's (σ/512): the interpolation error, ~h^4, is then ~1e-14 of the largest value,
-/// so descriptors still equal quippy's to ~1e-14, at a spline's cost per pair.
+/// tabulated once per settings and interpolated (HermiteTable) on a grid eight times finer than
+/// the GTO basis's (σ/1024), divided by the envelope \f$ E(d) = \sum_a e^{-\alpha(d - r_a)^2}
+/// \f$, evaluated exactly per pair: I / E is O(1) wherever I is not (with few grid points I
+/// spans many orders of magnitude over [0, r_c], and a spline's error, relative to the largest
+/// value, would then be large relative to the small ones). The interpolation error, ~h^4, is
+/// below 1e-14, so descriptors equal quippy's to ~1e-14 (σ 0.5; at most 2e-13 over σ 0.3-0.8,
+/// r_c 3-6 Å, n_max 1-12) at about a spline's cost per pair.
 class EquispacedGaussians final : public RadialBasis {
   public:
     /// Largest n_max accepted (the per-pair buffers live on the stack).
@@ -34,7 +38,7 @@ class EquispacedGaussians final : public RadialBasis {
     static constexpr int max_l_max = 30;
     /// Largest table accepted, in bytes (as RadialSpline::max_table_bytes).
     static constexpr Real max_table_bytes = RadialSpline::max_table_bytes;
-    /// Interpolation intervals over [0, r_c]: max(16, ceil(512 r_c / σ)), as a Real.
+    /// Interpolation intervals over [0, r_c]: max(16, ceil(1024 r_c / σ)), as a Real.
     static Real intervals(const RadialSettings &settings);
 
     /// Throws InvalidArgument on bad settings (r_c, σ positive and finite, 1 <= n_max <=
@@ -58,6 +62,9 @@ class EquispacedGaussians final : public RadialBasis {
     static std::shared_ptr<const EquispacedGaussians> cached(const RadialSettings &settings);
 
   private:
+    /// E(d) and dE/dd (see the class comment).
+    void envelope(Real d, Real &value, Real &derivative) const;
+
     RadialSettings settings_;
     std::vector<Real> radii_;
     std::vector<Real> l_scales_;    // (2l+1)^{-1/4}

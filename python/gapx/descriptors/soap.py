@@ -92,9 +92,10 @@ class SOAP:
     r_h = cutoff + sigma sqrt(20 ln 10); the samples are read as coefficients of Gaussians
     exp(-(r - r_a)^2 / 2 sigma^2) (collocation matrix G) and projected on their Cholesky-
     orthonormalised combinations (overlap S = L L^T with weight r^2 on [0, inf)):
-    c_n = sum_a (L^T G^-1)_na g(r_a), the same matrix for every l; tabulated exactly and
-    interpolated (cubic Hermite, sigma/512 grid: ~1e-14 of the largest value, so equal to quippy
-    to ~2e-14 per element) at the cost of the GTO spline.
+    c_n = sum_a (L^T G^-1)_na g(r_a), the same matrix for every l; tabulated exactly, divided
+    by the envelope sum_a exp(-(d - r_a)^2 / 2 sigma^2) (evaluated exactly per pair) and
+    interpolated (cubic Hermite, sigma/1024 grid), so equal to quippy to ~1e-14 per element
+    (2e-13 at most over the settings tried) at the cost of the GTO spline.
     QUIP stores the channel pairs in another order and appends a zero (:attr:`quip_order`).
     """
 
