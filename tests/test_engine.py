@@ -42,9 +42,11 @@ def frames():
 
 @pytest.fixture(scope="module")
 def models(frames):
-    """SOAP only (integer and fractional zeta) and TwoBody + SOAP with different cutoffs."""
+    """SOAP only (integer and fractional zeta; QUIP's radial basis with the species in
+    non-increasing order) and TwoBody + SOAP with different cutoffs."""
     return {
         "soap": _fit([_soap()], frames),
+        "soap_quip_basis": _fit([_soap(radial_basis="quip", species=["Cu", "Al"])], frames),
         "soap_zeta": _fit([_soap(zeta=2.5, cutoff=3.0)], frames),
         "two_body_soap": _fit(
             [gapx.TwoBody(cutoff=4.0, theta=0.5, n_sparse=8, delta=0.3), _soap()], frames
@@ -76,7 +78,7 @@ def _python_mean(model, atoms):
     return model._mean_python(atoms, context)
 
 
-@pytest.mark.parametrize("name", ["soap", "soap_zeta", "two_body_soap"])
+@pytest.mark.parametrize("name", ["soap", "soap_zeta", "soap_quip_basis", "two_body_soap"])
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
 def test_engine_equals_numpy_path(models, name, structure):
     model = models[name]

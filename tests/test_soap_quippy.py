@@ -1,7 +1,10 @@
 """gapx's SOAP kernel against QUIP's (quippy-ase) on rattled, strained and liquid-like silicon.
 
-QUIP's ``soap`` descriptor uses a different radial basis (polynomials inside the cutoff sphere)
-from gapx's GTOs, so the two agree only as both basis sets approach completeness. QUIP's
+QUIP's ``soap`` descriptor uses a different radial basis from gapx's default GTOs: equispaced
+Gaussians (the density sampled at n_max radii between 0 and a little beyond the cutoff, mapped
+by one fixed matrix; gapx has it as ``radial_basis="quip"``, equal to quippy element by element
+in tests/test_soap_quip_basis.py), so with the GTO basis the two agree only as both basis sets
+approach completeness. This file compares gapx's GTO SOAP with quippy's kernel. QUIP's
 conventions, matched by gapx's defaults: rows normalised, the centre atom's own Gaussian in the
 density with weight 1, 1/sqrt(2l+1) per l channel, and one trailing constant element appended
 to each vector (zero for a single species), which is dropped before comparing.

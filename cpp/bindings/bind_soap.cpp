@@ -20,7 +20,11 @@ namespace {
 /// Evaluates a per-distance radial function for every d: (n_d, n_max * (l_max + 1)) twice.
 template <typename F>
 py::tuple radial_table(const PowerSpectrum &self, const std::vector<Real> &distances, F &&f) {
-    const RadialSpline &radial = self.expansion().radial();
+    const auto *spline = dynamic_cast<const RadialSpline *>(&self.expansion().radial());
+    if (spline == nullptr) {
+        throw InvalidArgument("this SOAP does not use the splined GTO radial basis");
+    }
+    const RadialSpline &radial = *spline;
     const int n_nl = radial.n_max() * radial.n_l();
     RowMatrix values(distances.size(), n_nl);
     RowMatrix derivatives(distances.size(), n_nl);
@@ -42,7 +46,8 @@ void bind_soap(py::module_ &m) {
     py::class_<PowerSpectrum>(m, "PowerSpectrum",
                               "Normalised SOAP power spectrum (see gapx.SOAP for the maths).")
         .def(py::init([](Real cutoff, int n_max, int l_max, Real atom_sigma,
-                         Real transition_width, Real central_weight, std::vector<int> species) {
+                         Real transition_width, Real central_weight, std::vector<int> species,
+                         const std::string &radial_basis) {
                  SoapOptions options;
                  options.cutoff = cutoff;
                  options.n_max = n_max;
@@ -51,14 +56,21 @@ void bind_soap(py::module_ &m) {
                  options.transition_width = transition_width;
                  options.central_weight = central_weight;
                  options.species = std::move(species);
+                 if (radial_basis == "quip") {
+                     options.radial_basis = RadialBasisKind::quip;
+                 } else if (radial_basis != "gto") {
+                     throw InvalidArgument("radial_basis must be 'gto' or 'quip', got '" +
+                                           radial_basis + "'");
+                 }
                  py::gil_scoped_release release;
                  return PowerSpectrum(options);
              }),
              py::kw_only(), py::arg("cutoff"), py::arg("n_max"), py::arg("l_max"),
              py::arg("atom_sigma"), py::arg("transition_width"), py::arg("central_weight"),
-             py::arg("species"),
-             "Builds the radial spline tables (cached per (cutoff, n_max, l_max, atom_sigma)). "
-             "species: strictly increasing atomic numbers.")
+             py::arg("species"), py::arg("radial_basis") = "gto",
+             "Builds the radial tables (cached per (cutoff, n_max, l_max, atom_sigma)). "
+             "species: strictly increasing atomic numbers for radial_basis 'gto', distinct "
+             "atomic numbers in QUIP's species_Z order for 'quip' (equispaced Gaussians).")
         .def_property_readonly("n_features", &PowerSpectrum::n_features)
         .def(
             "compute",
@@ -128,6 +140,24 @@ memory.)doc")
             py::arg("distances"),
             "Spline-interpolated I_nl(d) (2l+1)^{-1/4} and d/dd: two (n_d, n_max*(l_max+1)).")
         .def(
+            "radial_values",
+            [](const PowerSpectrum &self, const std::vector<Real> &distances) {
+                const RadialBasis &radial = self.expansion().radial();
+                const int n_nl = radial.n_max() * radial.n_l();
+                RowMatrix values(distances.size(), n_nl);
+                RowMatrix derivatives(distances.size(), n_nl);
+                for (size_t k = 0; k < distances.size(); ++k) {
+                    if (!(distances[k] >= 0.0 && distances[k] <= self.options().cutoff)) {
+                        throw InvalidArgument("distances must lie in [0, cutoff]");
+                    }
+                    radial.evaluate(distances[k], values.row(k).data(), derivatives.row(k).data());
+                }
+                return py::make_tuple(std::move(values), std::move(derivatives));
+            },
+            py::arg("distances"),
+            "I_nl(d) (2l+1)^{-1/4} and d/dd of whichever radial basis this SOAP uses: two "
+            "(n_d, n_max*(l_max+1)).")
+        .def(
             "radial_exact",
             [](const PowerSpectrum &self, const std::vector<Real> &distances) {
                 return radial_table(self, distances,
@@ -140,7 +170,12 @@ memory.)doc")
         .def(
             "radial_orthonormalisation",
             [](const PowerSpectrum &self) {
-                return self.expansion().radial().orthonormalisation();
+                const auto *spline =
+                    dynamic_cast<const RadialSpline *>(&self.expansion().radial());
+                if (spline == nullptr) {
+                    throw InvalidArgument("this SOAP does not use the GTO radial basis");
+                }
+                return spline->orthonormalisation();
             },
             "S^{-1/2} (n_max, n_max): row n holds the GTO coefficients of R_n.");
 

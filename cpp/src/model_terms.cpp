@@ -31,7 +31,8 @@ Real positive(const Json &settings, const std::string &key, const std::string &w
     return value;
 }
 
-std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
+/// Atomic numbers of chemical symbols, in the order given.
+std::vector<int> atomic_numbers_as_given(const Json &symbols, const std::string &what) {
     std::vector<int> numbers;
     for (const Json &symbol : symbols.array(what)) {
         const int z = atomic_number(symbol.string(what));
@@ -41,6 +42,12 @@ std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
         }
         numbers.push_back(z);
     }
+    return numbers;
+}
+
+/// Atomic numbers of chemical symbols, increasing.
+std::vector<int> atomic_numbers(const Json &symbols, const std::string &what) {
+    std::vector<int> numbers = atomic_numbers_as_given(symbols, what);
     std::sort(numbers.begin(), numbers.end());
     return numbers;
 }
@@ -245,7 +252,21 @@ std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &wh
     const std::string &type = settings.at("type", what).string(what + " type");
     if (type == "soap") {
         SoapOptions options;
-        options.species = atomic_numbers(settings.at("species", what), what + " species");
+        // Files written before the QUIP basis existed have no radial_basis: GTO. QUIP's basis
+        // orders the species channels as given, the GTO basis by atomic number.
+        const Json *basis = settings.find("radial_basis");
+        const std::string basis_name =
+            basis == nullptr ? std::string("gto") : basis->string(what + " radial_basis");
+        if (basis_name == "quip") {
+            options.radial_basis = RadialBasisKind::quip;
+            options.species =
+                atomic_numbers_as_given(settings.at("species", what), what + " species");
+        } else if (basis_name == "gto") {
+            options.species = atomic_numbers(settings.at("species", what), what + " species");
+        } else {
+            throw InvalidArgument(what + ": radial_basis must be 'gto' or 'quip', got '" +
+                                  basis_name + "'");
+        }
         options.cutoff = positive(settings, "cutoff", what);
         options.n_max = static_cast<int>(settings.at("n_max", what).integer(what + " n_max"));
         options.l_max = static_cast<int>(settings.at("l_max", what).integer(what + " l_max"));

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
+#include "gapx/equispaced_gaussians.hpp"
 #include "gapx/errors.hpp"
 #include "gapx/memory.hpp"
 #include "gapx/parallel.hpp"
@@ -368,10 +369,17 @@ PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options]
     if (options.species.empty()) {
         throw InvalidArgument("species must not be empty");
     }
+    const bool quip = options.radial_basis == RadialBasisKind::quip;
     for (size_t k = 0; k < options.species.size(); ++k) {
-        if (options.species[k] < 1 || (k > 0 && options.species[k] <= options.species[k - 1])) {
-            throw InvalidArgument("species must be distinct positive atomic numbers in "
-                                  "increasing order");
+        const auto begin = options.species.begin();
+        const bool repeated =
+            std::find(begin, begin + static_cast<std::ptrdiff_t>(k), options.species[k]) !=
+            begin + static_cast<std::ptrdiff_t>(k);
+        if (options.species[k] < 1 || repeated ||
+            (!quip && k > 0 && options.species[k] <= options.species[k - 1])) {
+            throw InvalidArgument(quip ? "species must be distinct positive atomic numbers"
+                                       : "species must be distinct positive atomic numbers in "
+                                         "increasing order");
         }
     }
     RadialSettings radial;
@@ -379,7 +387,11 @@ PowerSpectrum::PowerSpectrum(const SoapOptions &options) : expansion_([&options]
     radial.n_max = options.n_max;
     radial.l_max = options.l_max;
     radial.atom_sigma = options.atom_sigma;
-    RadialSpline::check_settings(radial);
+    if (quip) {
+        EquispacedGaussians::check_settings(radial);
+    } else {
+        RadialSpline::check_settings(radial);
+    }
     // In floating point: the channel count squared can overflow any integer type.
     const Real n_channels = static_cast<Real>(options.species.size()) * options.n_max;
     const Real n_features = n_channels * (n_channels + 1.0) / 2.0 * (options.l_max + 1);
@@ -407,7 +419,8 @@ void PowerSpectrum::species_indices(const std::vector<int> &numbers,
     const auto &species = options().species;
     indices.resize(numbers.size());
     for (size_t k = 0; k < numbers.size(); ++k) {
-        const auto found = std::lower_bound(species.begin(), species.end(), numbers[k]);
+        // Linear search: species may be in any order (QUIP basis), and there are only a few.
+        const auto found = std::find(species.begin(), species.end(), numbers[k]);
         if (found == species.end() || *found != numbers[k]) {
             throw InvalidArgument("atom " + std::to_string(k) + " has atomic number " +
                                   std::to_string(numbers[k]) +

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "gapx/cutoff.hpp"
+#include "gapx/equispaced_gaussians.hpp"
 #include "gapx/errors.hpp"
 #include "gapx/soap.hpp"
 
@@ -19,10 +20,17 @@ RadialSettings radial_settings(const SoapOptions &options) {
     return settings;
 }
 
+std::shared_ptr<const RadialBasis> radial_basis(const SoapOptions &options) {
+    if (options.radial_basis == RadialBasisKind::quip) {
+        return EquispacedGaussians::cached(radial_settings(options));
+    }
+    return RadialSpline::cached(radial_settings(options));
+}
+
 } // namespace
 
 SphericalExpansion::SphericalExpansion(const SoapOptions &options)
-    : options_(options), radial_(RadialSpline::cached(radial_settings(options))),
+    : options_(options), radial_(radial_basis(options)),
       harmonics_(options.l_max) {
     // The centre's own Gaussian sits at d = 0, where only l = 0 survives:
     // w_c I_n0(0) Y_00 with Y_00 = 1/sqrt(4 pi); the (2l+1)^{-1/4} factor is 1 at l = 0.

@@ -16,8 +16,10 @@ from .ewald import Ewald
 from .learning import OnTheFly, select
 from .model import GAP, load
 from .neighbors import neighbor_list
+from .quip import from_quip
 
 __all__ = [
+    "from_quip",
     "GAP",
     "Ewald",
     "GAPCalculator",

@@ -10,6 +10,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ._core import __version__
 from .model import STD_MODES, load
+from .quip.xml_reader import from_quip
 from .validation import positive_integer
 
 __all__ = ["GAPCalculator"]
@@ -22,7 +23,7 @@ class GAPCalculator(Calculator):
     ----------
     model : gapx.GAP or str or os.PathLike
         A fitted model, or the path of a model file written by ``model.save`` (loaded with
-        :func:`gapx.load`).
+        :func:`gapx.load`) or of a QUIP/GAP XML model (``*.xml``, :func:`gapx.from_quip`).
     std : bool or "energy"
         Also compute the predictive standard deviations ``energy_std``, ``energies_std``,
         ``forces_std`` and (3-d cells) ``stress_std`` (True), or the energies' only ("energy",
@@ -82,7 +83,7 @@ class GAPCalculator(Calculator):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"model file not found: {path}")
             model_path = os.path.abspath(path)
-            model = load(path)
+            model = from_quip(path) if path.lower().endswith(".xml") else load(path)
         else:
             model_path = None
             if not callable(getattr(model, "predict", None)):

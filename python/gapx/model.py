@@ -15,6 +15,7 @@ from . import fitting, hyperparameters, serialization, uncertainty
 from .engine import engine_for, engine_threads
 from .fitting import E0_METHODS, FittedState
 from .gp.predictive import predictive_variances
+from .gp.sparse_set import kmm_cholesky
 from .io import read_model_file, write_model_file
 from .labels import DEFAULT_KEYS
 from .neighbors import StructureContext
@@ -183,6 +184,28 @@ class GAP:
         state.pop("_engine", None)
         return state
 
+    @property
+    def R(self) -> np.ndarray | None:
+        """Upper-triangular factor of the weights' posterior covariance (``FittedState.R``).
+
+        A model imported without one (``gapx.from_quip``: QUIP's file has no covariance) gets the
+        prior's, R = L^T of each K_MM = L L^T, computed here on first use: the sparse sets'
+        Cholesky factors take O(M^3), which a prediction of the mean does not need."""
+        if self._R is None and self.alpha is not None:
+            for s in self.sparse_sets:
+                if s.factor is None:
+                    kernel = self.terms[s.term].kernel
+                    s.factor, s.jitter = kmm_cholesky(kernel, s.points, s.delta, self.sparse_jitter)
+            n_columns = self.alpha.shape[0]
+            self._R = np.ascontiguousarray(
+                fitting.prior_solver(self.sparse_sets).R[:n_columns, :n_columns]
+            )
+        return self._R
+
+    @R.setter
+    def R(self, value) -> None:
+        self._R = value
+
     def _adopt(self, state: FittedState) -> None:
         self.e0 = state.e0
         self.sparse_sets = state.sparse_sets
@@ -345,9 +368,20 @@ class GAP:
     def save(self, path) -> None:
         """Write the fitted model to one versioned file (see :mod:`gapx.serialization`)."""
         self._check_fitted()
+        self.R  # noqa: B018 - completes a pending (imported) covariance before the header is built
         write_model_file(
             os.fspath(path), serialization.model_header(self), serialization.model_arrays(self)
         )
+
+    def to_quip(self, path, label: str = "GAP_gapx", gapx_copy: bool = True) -> None:
+        """Write the model as a QUIP/GAP XML file (with sparseX files and, with ``gapx_copy``,
+        the complete model as ``<path>.gapx`` beside it, which makes ``gapx.from_quip`` return
+        this model exactly) that quippy's ``Potential(param_filename=path)`` and LAMMPS's
+        ``pair_style quip`` evaluate to the same numbers; see :mod:`gapx.quip.xml_writer`.
+        Raises ValueError for terms or baselines QUIP cannot express (GTO-basis SOAP, Ewald)."""
+        from .quip.xml_writer import write_quip
+
+        write_quip(self, path, label=label, gapx_copy=gapx_copy)
 
 
 def load(path) -> GAP:

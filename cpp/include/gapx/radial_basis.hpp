@@ -3,10 +3,32 @@
 
 #include "gapx/types.hpp"
 
+#include <functional>
 #include <memory>
 #include <vector>
 
 namespace gapx {
+
+/// Cubic Hermite interpolation of n_values functions of d on [0, range], from their exact
+/// values and derivatives at n_intervals + 1 equispaced nodes: the interpolant and its
+/// derivative are continuous, and the derivative returned is the exact derivative of the value
+/// returned (so finite differences of interpolated energies agree with interpolated forces).
+class HermiteTable {
+  public:
+    /// `exact(d, values, derivatives)` fills n_values each; it is called once per node.
+    HermiteTable(Real range, int n_intervals, int n_values,
+                 const std::function<void(Real, Real *, Real *)> &exact);
+    HermiteTable() = default;
+    /// Values and d-derivatives at d (clamped to the table), n_values each. Thread-safe.
+    void evaluate(Real d, Real *values, Real *derivatives) const;
+
+  private:
+    Real spacing_ = 1.0;
+    int n_intervals_ = 0;
+    int n_values_ = 0;
+    // coefficients in t = (d - d_k)/h: [interval][power 0..3][value]
+    std::vector<Real> coefficients_;
+};
 
 /// Settings that fix the radial integrals I_nl(d); two RadialSpline objects built from equal
 /// settings are identical, which lets them be cached and shared between threads.
@@ -20,6 +42,19 @@ struct RadialSettings {
         return cutoff == other.cutoff && n_max == other.n_max && l_max == other.l_max &&
                atom_sigma == other.atom_sigma;
     }
+};
+
+/// A radial basis as the spherical expansion sees it: for a neighbour at distance d, the radial
+/// integrals \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ of its Gaussian density and their d-derivatives.
+/// Implementations are immutable after construction, so one object serves every thread.
+class RadialBasis {
+  public:
+    virtual ~RadialBasis() = default;
+    /// \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ and its d-derivative for 0 <= d <= r_c, written as
+    /// [n][l] (n_max x (l_max+1), row-major). Does not allocate; thread-safe.
+    virtual void evaluate(Real d, Real *values, Real *derivatives) const = 0;
+    virtual int n_max() const = 0;
+    virtual int n_l() const = 0;
 };
 
 /// The Löwdin-orthonormalised GTO radial basis and its Gaussian-density radial integrals.
@@ -41,7 +76,7 @@ struct RadialSettings {
 /// derivative of what is evaluated (so finite differences agree to rounding), and with the
 /// chosen grid spacing (σ/128) the interpolation error is ~1e-11 of the largest value (~1e-8
 /// for the derivative), far below the descriptor accuracy anyone needs.
-class RadialSpline {
+class RadialSpline final : public RadialBasis {
   public:
     /// Builds the tables (allocates; ~0.1 s for n_max 12, l_max 6, σ 0.5, r_c 5). Throws
     /// InvalidArgument on bad settings (see check_settings), before allocating anything.
@@ -70,14 +105,14 @@ class RadialSpline {
     static void check_settings(const RadialSettings &settings);
 
     const RadialSettings &settings() const { return settings_; }
-    int n_max() const { return settings_.n_max; }
-    int n_l() const { return settings_.l_max + 1; }
+    int n_max() const override { return settings_.n_max; }
+    int n_l() const override { return settings_.l_max + 1; }
 
     /// Interpolated \f$ I_{nl}(d) (2l+1)^{-1/4} \f$ and its d-derivative for 0 <= d <= r_c,
     /// written as [n][l] (n_max x (l_max+1), row-major) into `values` and `derivatives`. The
     /// factor (2l+1)^{-1/4} is the square root of the power spectrum's 1/sqrt(2l+1), folded into
     /// the density coefficients once. Does not allocate; thread-safe.
-    void evaluate(Real d, Real *values, Real *derivatives) const;
+    void evaluate(Real d, Real *values, Real *derivatives) const override;
 
     /// The same quantities without the (2l+1)^{-1/4} factor, computed by quadrature (slow; for
     /// tests and table construction). Does not allocate beyond small local buffers.
@@ -93,12 +128,9 @@ class RadialSpline {
     RadialSettings settings_;
     RowMatrix transform_;      // S^{-1/2}
     std::vector<Real> widths_; // s_k
-    Real spacing_ = 0.0;       // grid spacing h
-    int n_intervals_ = 0;
-    // Hermite coefficients in t = (d - d_k)/h: [interval][power 0..3][n * n_l + l]
-    std::vector<Real> coefficients_;
     std::vector<Real> nodes_;   // Gauss-Legendre nodes on [-1, 1]
     std::vector<Real> weights_; // and weights
+    HermiteTable table_;        // of I_nl (2l+1)^{-1/4}, [n * n_l + l]
 };
 
 namespace detail {

@@ -11,6 +11,12 @@
 
 namespace gapx {
 
+/// Which radial basis expands the neighbour density.
+enum class RadialBasisKind {
+    gto,  ///< Löwdin-orthonormalised GTOs, splined (RadialSpline); species in increasing order
+    quip, ///< QUIP's equispaced Gaussians, exact (EquispacedGaussians); species in given order
+};
+
 /// SOAP hyperparameters (validated by the PowerSpectrum constructor).
 struct SoapOptions {
     Real cutoff = 5.0;           ///< r_c, Å
@@ -19,7 +25,8 @@ struct SoapOptions {
     Real atom_sigma = 0.5;       ///< Gaussian width of each atom's density, Å
     Real transition_width = 1.0; ///< width w of the cosine cutoff transition, 0 < w <= r_c
     Real central_weight = 1.0;   ///< weight of the centre's own Gaussian (QUIP's default 1)
-    std::vector<int> species;    ///< atomic numbers, strictly increasing
+    std::vector<int> species;    ///< distinct atomic numbers (strictly increasing for gto)
+    RadialBasisKind radial_basis = RadialBasisKind::gto;
 };
 
 /// Index arrays of the sparse position gradients: row = [centre i, atom j].
@@ -67,12 +74,12 @@ class SphericalExpansion {
     int n_lm() const { return n_l() * n_l(); }
     int n_channels() const { return static_cast<int>(options_.species.size()) * options_.n_max; }
     const SoapOptions &options() const { return options_; }
-    const RadialSpline &radial() const { return *radial_; }
+    const RadialBasis &radial() const { return *radial_; }
     const SphericalHarmonics &harmonics() const { return harmonics_; }
 
   private:
     SoapOptions options_;
-    std::shared_ptr<const RadialSpline> radial_;
+    std::shared_ptr<const RadialBasis> radial_;
     SphericalHarmonics harmonics_;
     std::vector<Real> central_; ///< [n]: w_c I_n0(0) Y_00, the centre's own Gaussian
 };

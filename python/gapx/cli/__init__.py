@@ -1,5 +1,6 @@
 """The ``gapx`` command line: ``fit``, ``eval``, ``calibrate``, ``select``, ``md``, ``learn``,
-``tune``, ``info``, ``lammps-plugin``, ``lammps`` and ``lammps-input``, one thin module each.
+``tune``, ``info``, ``convert``, ``lammps-plugin``, ``lammps`` and ``lammps-input``, one thin
+module each.
 
 Every command module has ``add_parser(sub)`` and ``run(args) -> int``, so tests and scripts can
 call ``gapx.cli.main([...])`` without a subprocess. User errors (missing files, bad configs,
@@ -18,6 +19,7 @@ import sys
 from .._core import __version__
 from . import (
     calibrate,
+    convert,
     evaluate,
     fit,
     info,
@@ -40,6 +42,7 @@ COMMANDS = (
     learn,
     tune,
     info,
+    convert,
     lammps_plugin,
     lammps,
     lammps_input,

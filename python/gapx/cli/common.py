@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from ..io import atomic_write
 from ..model import load
+from ..quip.xml_reader import from_quip
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,12 +67,18 @@ def check_output_dir(path, flag: str) -> None:
     _check_writable_folder(existing, what)
 
 
+def is_quip_xml(path: str) -> bool:
+    """Whether ``path`` names a QUIP/GAP XML model (by its extension) rather than a .gapx."""
+    return os.fspath(path).lower().endswith(".xml")
+
+
 def load_model(path: str):
+    """A .gapx model file, or a QUIP/GAP XML model (``*.xml``) through gapx.from_quip."""
     if not os.path.isfile(path):
         raise CLIError(f"model file not found: {path}")
     try:
-        return load(path)
-    except (ValueError, KeyError, OSError) as error:
+        return from_quip(path) if is_quip_xml(path) else load(path)
+    except (ValueError, KeyError, OSError, NotImplementedError) as error:
         raise CLIError(f"cannot load model {path}: {error}") from None
 
 

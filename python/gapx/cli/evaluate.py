@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
             "the model predicts stds, also how well they match the errors (as gapx calibrate)."
         ),
     )
-    ev.add_argument("model", help="model file (.gapx)")
+    ev.add_argument("model", help="model file (.gapx, or a QUIP/GAP .xml)")
     ev.add_argument("data", help="labelled frames, extended XYZ")
     ev.add_argument("--json", metavar="FILE", help="also write the errors as JSON")
     ev.add_argument("--plots", metavar="DIR", help="write parity plots (PNG) into DIR")

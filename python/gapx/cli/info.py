@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from .. import serialization
 from ..fitting import format_bytes
 from ..io import read_model_file
 from ..uncertainty import format_calibration
-from .common import EXIT_OK, load_model
+from .common import EXIT_OK, is_quip_xml, load_model
 
 
 def add_parser(sub) -> None:
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
         help="describe a model file",
         description="Species, terms and hyperparameters, training summary, format version.",
     )
-    info.add_argument("model", help="model file (.gapx)")
+    info.add_argument("model", help="model file (.gapx, or a QUIP/GAP .xml)")
     info.set_defaults(func=run)
 
 
@@ -39,11 +40,18 @@ def _settings(lines: list[str], title: str, settings: dict) -> None:
 def model_info(path: str) -> str:
     """Human-readable description of a model file: what it is and how it was trained."""
     model = load_model(path)  # validates the whole file first
-    header, _ = read_model_file(path)
+    if is_quip_xml(path):
+        header = serialization.model_header(model)
+        origin = "format: QUIP/GAP XML (read by gapx.from_quip)"
+    else:
+        header, _ = read_model_file(path)
+        origin = (
+            f"format: {header['format']} version {header['format_version']}, "
+            f"written by gapx {header.get('gapx_version', '?')}"
+        )
     lines = [
         f"model file: {path} ({format_bytes(os.path.getsize(path))})",
-        f"format: {header['format']} version {header['format_version']}, "
-        f"written by gapx {header.get('gapx_version', '?')}",
+        origin,
         f"species: {', '.join(model.species)}",
         "e0 (eV/atom): " + ", ".join(f"{k} {v:.6f}" for k, v in model.e0.items()),
     ]

@@ -221,12 +221,13 @@ def _frame_energies(model, groups: _Groups, atoms) -> tuple[_Energies, np.ndarra
             s = groups.sets.get((t, int(kind)))
             if s is not None:
                 K[:, s.columns] += W_kind @ (s.delta**2 * term.kernel(X, s.points))
+    R = model.R  # first: completes the sparse sets' factors of an imported model
     A = np.zeros_like(K)
     for s in model.sparse_sets:
         A[:, s.columns] = scipy.linalg.solve_triangular(
             s.factor, K[:, s.columns].T, lower=True, check_finite=False
         ).T
-    B = scipy.linalg.solve_triangular(model.R, K.T, trans="T", lower=False, check_finite=False)
+    B = scipy.linalg.solve_triangular(R, K.T, trans="T", lower=False, check_finite=False)
     energies = _Energies(rows_by_group, A, np.ascontiguousarray(B.T))
     variance = energies.prior_diagonal(groups) - np.einsum("ij,ij->i", A, A)
     variance += np.einsum("ij,ij->i", energies.B, energies.B)
