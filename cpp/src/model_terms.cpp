@@ -65,7 +65,7 @@ class SoapTerm final : public ModelTerm {
         std::set<int> kinds;
         for (int z : species) {
             const auto &own = soap_.options().species;
-            if (std::binary_search(own.begin(), own.end(), z)) {
+            if (std::find(own.begin(), own.end(), z) != own.end()) {
                 kinds.insert(z);
             }
         }
