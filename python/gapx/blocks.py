@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .gp import design
-from .gp.solver import StreamingQR
+from .gp.solver import stacked_factor
 from .neighbors import StructureContext
 
 
@@ -49,10 +49,11 @@ def gradient_bytes(frames, terms) -> np.ndarray:
     return 8.0 * n_features * (3 * (n_atoms + n_pairs) + 9 * n_atoms)
 
 
-def design_row_bytes(frames, n_columns: int) -> np.ndarray:
-    """Bytes of each frame's design rows while a block is assembled: its (1 + 3 n_atoms + 6)
-    rows of M + 1 columns, held twice (assembly and the noise-scaled copy)."""
-    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
+def design_row_bytes(n_atoms, n_columns: int) -> np.ndarray:
+    """Bytes of each frame's design rows while a block is assembled, from the frames' atom
+    counts: its (1 + 3 n_atoms + 6) rows of M + 1 columns, held twice (assembly and the
+    noise-scaled copy)."""
+    n_atoms = np.asarray(n_atoms, dtype=np.float64)
     return 16.0 * (7 + 3 * n_atoms) * (n_columns + 1)
 
 
@@ -92,6 +93,64 @@ def map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
             yield result
             progress.update(size)
     progress.close()
+
+
+def reduce_tree(client, leaf, combine, shared, leaf_args, width: int, desc: str, verbose):
+    """Yield, per group of ``width`` consecutive blocks, the reduction of the group's
+    ``leaf(shared, *args)`` by ``combine(shared, left, right)`` over a binary tree.
+
+    The tree's shape depends only on the block order and ``width`` (a binary counter: two
+    results of equal height merge, the rest merge right to left at the group's end), so the
+    result is the same on one process or any cluster. On a cluster the leaves and the merges
+    run on the workers: the client receives only each group's root. Enough groups are in flight
+    to keep every worker busy (two per ``width`` workers, at least two).
+    """
+    groups = [leaf_args[i : i + width] for i in range(0, len(leaf_args), width)]
+    progress = tqdm(total=len(leaf_args), desc=desc, disable=not verbose, leave=False)
+    if client is None:
+        for group in groups:
+            yield _tree(group, lambda args: leaf(shared, *args), lambda a, b: combine(shared, a, b))
+            progress.update(len(group))
+        progress.close()
+        return
+    [shared_future] = client.scatter([shared], broadcast=True, hash=False)
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    window = max(2, -(-2 * n_workers // width))
+
+    def submit(group):
+        return _tree(
+            group,
+            lambda args: client.submit(leaf, shared_future, *args, pure=False),
+            lambda a, b: client.submit(combine, shared_future, a, b, pure=False),
+        )
+
+    pending = collections.deque()
+    queue = iter(groups)
+    for group in itertools.islice(queue, window):
+        pending.append((submit(group), len(group)))
+    while pending:
+        root, size = pending.popleft()
+        result = root.result()
+        root.release()
+        for group in itertools.islice(queue, 1):
+            pending.append((submit(group), len(group)))
+        yield result
+        progress.update(size)
+    progress.close()
+
+
+def _tree(items, leaf, combine):
+    stack: list[tuple[int, object]] = []
+    for item in items:
+        height, node = 0, leaf(item)
+        while stack and stack[-1][0] == height:
+            node = combine(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+    node = stack.pop()[1]
+    while stack:
+        node = combine(stack.pop()[1], node)
+    return node
 
 
 def descriptor_values(terms, frames) -> list[dict[int, np.ndarray]]:
@@ -179,10 +238,4 @@ def block_factor(model_parts, frames, targets) -> np.ndarray:
     Folding R instead of the rows gives the same normal matrix and solution, and keeps what a
     worker sends back to at most (M+1)^2 numbers.
     """
-    rows = scaled_rows(model_parts, frames, targets)
-    n_columns = model_parts[2]
-    if rows.shape[0] <= n_columns + 1:
-        return rows
-    partial = StreamingQR(n_columns)
-    partial.add_rows(rows)
-    return partial.R
+    return stacked_factor(model_parts[2], scaled_rows(model_parts, frames, targets))
