@@ -162,6 +162,7 @@ class GAP:
         checkpoint=None,
         resume: bool = False,
         checkpoint_interval: float = 600.0,
+        scans=None,
     ) -> dict:
         """Fit the model to labelled frames; returns (and stores in ``.summary``) a summary.
 
@@ -187,7 +188,8 @@ class GAP:
         ``checkpoint`` (shards only): a file the fit writes its progress to (after sparse
         selection, then every ``checkpoint_interval`` seconds between groups of blocks);
         ``resume=True`` continues from it, giving the uninterrupted fit's result bit for bit
-        (refused when it was written for other data or settings).
+        (refused when it was written for other data or settings). ``scans``: the shards'
+        :func:`gapx.shards.scan_shards` when already done (the command line scans first).
 
         The fit is transactional: the model's fitted state changes only when the fit completes;
         a fit that raises leaves the model exactly as it was. A completed fit resets
@@ -208,10 +210,11 @@ class GAP:
                     checkpoint_path=None if checkpoint is None else os.fspath(checkpoint),
                     resume=resume,
                     checkpoint_interval=checkpoint_interval,
+                    scans=scans,
                 )
             )
             return self.summary
-        if checkpoint is not None or resume:
+        if checkpoint is not None or resume or scans is not None:
             raise ValueError("checkpoint and resume need training data in files (shards)")
         if self.optimize != "evidence":
             self._adopt(fitting.fit(self, frames, client=client))

@@ -174,19 +174,31 @@ def _settings_only(model):
 
 
 def fit_shards(
-    model, paths, client=None, *, checkpoint_path=None, resume=False, checkpoint_interval=600.0
+    model,
+    paths,
+    client=None,
+    *,
+    scans=None,
+    checkpoint_path=None,
+    resume=False,
+    checkpoint_interval=600.0,
 ) -> fitting.FittedState:
     """Fit ``model``'s settings to the frames of the shard files ``paths`` (see
     :meth:`gapx.GAP.fit`); ``model`` is not modified.
 
     ``checkpoint_path``: where progress is written, after sparse selection and then after a
     group of blocks whenever ``checkpoint_interval`` seconds have passed since the last write.
+    ``scans``: the shards' :func:`gapx.shards.scan_shards`, when the caller has them (scanned
+    at this model's largest cutoff).
     ``resume``: continue from that checkpoint when it exists (refused when it was written for
     other data or settings); the result equals the uninterrupted fit's bit for bit.
     """
     start = time.perf_counter()
     model = _settings_only(model)
-    scans = scan_shards(model, paths, client)
+    cutoff = max(term.cutoff for term in model.terms)
+    if scans is None or any(s.cutoff != cutoff for s in scans):
+        scans = scan_shards(model, paths, client)
+    gradient_bytes = [blocks.gradient_bytes_of(s.n_atoms, s.n_pairs, model.terms) for s in scans]
     fit_mask = [
         ~s.isolated_atom if model.e0_method == "isolated_atom" else np.ones(s.n_frames, bool)
         for s in scans
@@ -197,7 +209,10 @@ def fit_shards(
     fitting.warn_unused_config_types(model, data["config_types"])
     species = data["species"]
     n_max = sum(term.max_sparse_points(species) for term in model.terms)
-    pass2_bytes = [s.gradient_bytes + blocks.design_row_bytes(s.n_atoms, n_max) for s in scans]
+    pass2_bytes = [
+        g + blocks.design_row_bytes(s.n_atoms, n_max)
+        for s, g in zip(scans, gradient_bytes, strict=True)
+    ]
     plan = plan_memory(model, species, largest_frame(pass2_bytes), client is not None)
     if model.verbose:
         print(plan.describe())
@@ -223,7 +238,7 @@ def fit_shards(
             )
     if progress is None:
         e0 = shard_e0(model, scans, fit_mask)
-        pass1 = plan_blocks(scans, fit_mask, [s.gradient_bytes for s in scans], plan.block_memory)
+        pass1 = plan_blocks(scans, fit_mask, gradient_bytes, plan.block_memory)
         points = _select(model, pass1, client)
         sparse_sets = fitting.make_sparse_sets(model, points)
         solver = fitting.prior_solver(sparse_sets)
@@ -242,7 +257,10 @@ def fit_shards(
     pass2 = plan_blocks(
         scans,
         fit_mask,
-        [s.gradient_bytes + blocks.design_row_bytes(s.n_atoms, n_columns) for s in scans],
+        [
+            g + blocks.design_row_bytes(s.n_atoms, n_columns)
+            for s, g in zip(scans, gradient_bytes, strict=True)
+        ],
         plan.block_memory,
     )
     shared = (model, e0, sparse_sets, n_columns)

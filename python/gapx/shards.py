@@ -68,7 +68,8 @@ class ShardScan:
     path: str
     sha256: str
     n_atoms: np.ndarray  # (n_frames,) int
-    gradient_bytes: np.ndarray  # (n_frames,) descriptor-gradient bytes (blocks.gradient_bytes)
+    cutoff: float  # of the pair counts: the largest of the terms'
+    n_pairs: np.ndarray  # (n_frames,) neighbour pairs within ``cutoff``
     energy_per_atom: np.ndarray  # (n_frames,) (energy - baseline) / n_atoms, NaN without energy
     isolated_atom: np.ndarray  # (n_frames,) bool: config_type == "isolated_atom"
     labelled: np.ndarray  # (n_frames, 3) bool: has energy, forces, virial
@@ -108,9 +109,14 @@ def _iter_chunks(path: str):
 
 def scan_shard(model, path: str) -> ShardScan:
     """Read shard ``path`` once: check every frame as a fit does (labels, elements, overlapping
-    atoms; errors name the shard and frame) and return its :class:`ShardScan`."""
+    atoms; errors name the shard and frame) and return its :class:`ShardScan`.
+
+    Of ``model`` the scan uses only what does not depend on the data's species (label keys,
+    baseline, e0 method, the largest cutoff), so a command line can scan before it builds a
+    model whose SOAP species default to the data's."""
     keys = {name[: -len("_key")]: value for name, value in model.keys.items()}
-    n_atoms, grad_bytes, per_atom, isolated, labelled, summaries = [], [], [], [], [], []
+    cutoff = max(term.cutoff for term in model.terms)
+    n_atoms, n_pairs, per_atom, isolated, labelled, summaries = [], [], [], [], [], []
     isolated_energy = {}
     first = 0
     try:
@@ -140,7 +146,7 @@ def scan_shard(model, path: str) -> ShardScan:
                         )
                     isolated_energy[chemical_symbols[atoms.numbers[0]]] = energy
                 n_atoms.append(len(atoms))
-            grad_bytes.extend(blocks.gradient_bytes(frames, model.terms))
+            n_pairs.extend(blocks.pair_counts(frames, cutoff))
             summaries.append(data_summary(frames, keys))
             first += len(frames)
     except ValueError as error:
@@ -153,7 +159,8 @@ def scan_shard(model, path: str) -> ShardScan:
         path=path,
         sha256=file_sha256(path),
         n_atoms=np.array(n_atoms, dtype=np.int64),
-        gradient_bytes=np.array(grad_bytes, dtype=np.float64),
+        cutoff=cutoff,
+        n_pairs=np.array(n_pairs, dtype=np.float64),
         energy_per_atom=np.array(per_atom, dtype=np.float64),
         isolated_atom=np.array(isolated, dtype=bool),
         labelled=np.array(labelled, dtype=bool).reshape(-1, 3),
