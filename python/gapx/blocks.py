@@ -106,21 +106,21 @@ def map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
     progress.close()
 
 
-def reduce_tree(client, leaf, combine, shared, leaf_args, width: int, desc: str, verbose):
-    """Yield, per group of ``width`` consecutive blocks, the reduction of the group's
-    ``leaf(shared, *args)`` by ``combine(shared, left, right)`` over a binary tree.
+def reduce_groups(client, leaf, combine, shared, leaf_args, width: int, desc: str, verbose):
+    """Yield, per group of ``width`` consecutive blocks, the group's ``leaf(shared, *args)``
+    results reduced in block order: ``combine(shared, combine(shared, r0, r1), r2) ...``.
 
-    The tree's shape depends only on the block order and ``width`` (a binary counter: two
-    results of equal height merge, the rest merge right to left at the group's end), so the
-    result is the same on one process or any cluster. On a cluster the leaves and the merges
-    run on the workers: the client receives only each group's root. Enough groups are in flight
-    to keep every worker busy (two per ``width`` workers, at least two).
+    The reduction's shape depends only on the block order and ``width``, so the result is the
+    same here or on any cluster, whatever its size. On a cluster the leaves run in parallel and
+    the merges on the workers too: the client receives only each group's root. Here, each leaf
+    is merged as soon as it is computed (three results in memory at most). Enough groups are
+    in flight to keep every worker busy (two per ``width`` workers, at least two).
     """
     groups = [leaf_args[i : i + width] for i in range(0, len(leaf_args), width)]
     progress = tqdm(total=len(leaf_args), desc=desc, disable=not verbose, leave=False)
     if client is None:
         for group in groups:
-            yield _tree(group, lambda args: leaf(shared, *args), lambda a, b: combine(shared, a, b))
+            yield _fold(group, lambda args: leaf(shared, *args), lambda a, b: combine(shared, a, b))
             progress.update(len(group))
         progress.close()
         return
@@ -129,7 +129,7 @@ def reduce_tree(client, leaf, combine, shared, leaf_args, width: int, desc: str,
     window = max(2, -(-2 * n_workers // width))
 
     def submit(group):
-        return _tree(
+        return _fold(
             group,
             lambda args: client.submit(leaf, shared_future, *args, pure=False),
             lambda a, b: client.submit(combine, shared_future, a, b, pure=False),
@@ -150,17 +150,10 @@ def reduce_tree(client, leaf, combine, shared, leaf_args, width: int, desc: str,
     progress.close()
 
 
-def _tree(items, leaf, combine):
-    stack: list[tuple[int, object]] = []
+def _fold(items, leaf, combine):
+    node = None
     for item in items:
-        height, node = 0, leaf(item)
-        while stack and stack[-1][0] == height:
-            node = combine(stack.pop()[1], node)
-            height += 1
-        stack.append((height, node))
-    node = stack.pop()[1]
-    while stack:
-        node = combine(stack.pop()[1], node)
+        node = leaf(item) if node is None else combine(node, leaf(item))
     return node
 
 

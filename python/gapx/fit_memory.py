@@ -4,14 +4,14 @@ With ``M`` sparse points (at most ``term.max_sparse_points`` per term before sel
 features of term ``t``, ``K_t`` kinds and a block of ``B`` bytes (descriptor gradients and
 design rows of its frames), a process holds:
 
-* the single process (no cluster): ``B + 2 R`` (the folded R and the block's own factor) plus
-  the selection state ``S``;
+* the single process (no cluster): ``B + 4 R`` (the folded R, its group's partial factor, a
+  block's factor and a merge's output) plus the selection state ``S``;
 * the client of a cluster: ``2 R + S`` (the folded R and one group's root; no block);
-* a worker: ``B + 3 R + S`` (a tree merge holds its two inputs and its output);
+* a worker: ``B + 3 R + S`` (a merge holds its two inputs and its output);
 
 with ``R = 8 (M + 1)^2`` bytes and ``S = sum_t 8 (2 M_t F_t + [CUR] 2 K_t F_t^2)``: the running
 candidates and one block's, and for CUR the summed Gram matrices ``X^T X`` per kind. Finished
-leaf factors of the groups in flight (``TREE_WIDTH`` blocks each) may also wait on a worker
+block factors of the groups in flight (``TREE_WIDTH`` blocks each) may also wait on a worker
 until they are merged.
 """
 
@@ -23,8 +23,9 @@ import numpy as np
 
 from .fitting import format_bytes
 
-#: Blocks reduced by one tree on the workers before the client folds the root: fixed, so the
-#: reduction's shape (and the result's rounding) never depends on the cluster.
+#: Blocks merged into one factor (on the workers, with a cluster) before the client folds it
+#: into R: fixed, so the reduction's shape (and the result's rounding) never depends on the
+#: cluster.
 TREE_WIDTH = 8
 
 
@@ -73,7 +74,7 @@ def plan_memory(
     selection = selection_bytes(model, species_counts)
     fixed = {"client": 2 * factor + selection, "worker": 3 * factor + selection}
     if not clustered:
-        fixed = {"single process": 2 * factor + selection}
+        fixed = {"single process": 4 * factor + selection}
     block = float(model.block_memory)
     limit = model.memory_limit
     if limit is not None:

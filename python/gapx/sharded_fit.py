@@ -3,9 +3,10 @@
 ``scan`` (one read of every shard: counts, e0 statistics, the data summary, content hashes)
 → pass 1: per-block sparse candidates per (term, kind), merged on the client in block order
 (:mod:`gapx.gp.candidates`; CUR first sums the blocks' Gram matrices) → pass 2: each block's
-noise-scaled design rows reduced to an R factor where the block is read, groups of
-:data:`~gapx.fit_memory.TREE_WIDTH` blocks merged by a tree on the workers, the roots folded
-into R on the client in order → the weights. Whoever runs a block reads it
+noise-scaled design rows reduced to an R factor where the block is read, the factors of each
+group of :data:`~gapx.fit_memory.TREE_WIDTH` blocks merged in block order on the workers
+(TSQR), the groups' roots folded into R on the client in order → the weights. The same
+reduction runs without a cluster, so both give the same numbers. Whoever runs a block reads it
 (:func:`gapx.shards.read_block`): with a cluster the client sends paths and frame ranges only.
 Progress goes to a checkpoint (:mod:`gapx.checkpoint`) after selection and at intervals.
 """
@@ -76,7 +77,7 @@ def block_factor(shared, block) -> np.ndarray:
 
 
 def merge_factors(shared, upper, lower) -> np.ndarray:
-    """The TSQR step of the tree: R of two factors' rows stacked."""
+    """The TSQR step: R of two factors' rows stacked (``upper`` from earlier blocks)."""
     return stacked_factor(shared[3], upper, lower)
 
 
@@ -275,20 +276,13 @@ def fit_shards(
         checkpoint.write(checkpoint_path, progress, manifest)
         last_write = time.monotonic()
 
-    if client is None:
-        # Here, blocks are folded one by one: two R factors in memory rather than a tree's.
-        for g in range(0, len(todo), TREE_WIDTH):
-            for block in todo[g : g + TREE_WIDTH]:
-                solver.add_rows(block_factor(shared, block))
-            group_done(progress.groups_done + g // TREE_WIDTH)
-    else:
-        roots = blocks.reduce_tree(
-            client, block_factor, merge_factors, shared, [(b,) for b in todo], TREE_WIDTH,
-            desc="design rows", verbose=model.verbose,
-        )  # fmt: skip
-        for g, root in enumerate(roots, start=progress.groups_done):
-            solver.add_rows(root)
-            group_done(g)
+    roots = blocks.reduce_groups(
+        client, block_factor, merge_factors, shared, [(b,) for b in todo], TREE_WIDTH,
+        desc="design rows", verbose=model.verbose,
+    )  # fmt: skip
+    for g, root in enumerate(roots, start=progress.groups_done):
+        solver.add_rows(root)
+        group_done(g)
     alpha, R = solver.solve()
     summary["fit_seconds"] = time.perf_counter() - start
     for s in sparse_sets:

@@ -1,0 +1,175 @@
+"""Fits of training data in files (shards), in this process: scan, blockwise sparse selection,
+checkpoints and resume, memory_limit."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+from structures import strained_fcc_cells
+
+import gapx
+from gapx import checkpoint, sharded_fit
+from gapx.dataset import data_summary, merge_summaries
+from gapx.gp import candidates
+from gapx.gp.selection import leverage_scores
+
+
+def make_model(**extra):
+    # A small block memory: 24 frames give about 20 design blocks, so several tree groups.
+    settings = dict(
+        sigma_energy=0.002,
+        sigma_force=0.05,
+        sigma_virial=0.05,
+        seed=3,
+        block_memory=6e4,
+        verbose=False,
+    )
+    settings.update(extra)
+    return gapx.GAP(
+        [
+            gapx.TwoBody(cutoff=4.0, n_sparse=12, delta=0.5),
+            gapx.SOAP(
+                species=["Cu"], cutoff=3.5, n_max=3, l_max=2, atom_sigma=0.5, zeta=2,
+                delta=0.2, n_sparse=20,
+            ),
+        ],
+        **settings,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shards")
+    frames = strained_fcc_cells(np.random.default_rng(0), 24, repeat=(2, 2, 2), rattle=0.1)
+    for k in range(3):
+        ase.io.write(folder / f"part{k}.xyz", frames[8 * k : 8 * k + 8], format="extxyz")
+    return folder, frames
+
+
+def test_scan_reduces_the_summary_of_all_shards(shards):
+    folder, frames = shards
+    scans = gapx.shards.scan_shards(make_model(), gapx.shards.shard_paths(str(folder / "*.xyz")))
+    assert [s.n_frames for s in scans] == [8, 8, 8]
+    assert gapx.shards.combined_summary(scans) == data_summary(frames)
+    assert merge_summaries([data_summary(frames[:5]), data_summary(frames[5:])]) == data_summary(
+        frames
+    )
+    e0 = sharded_fit.shard_e0(make_model(), scans, [np.ones(8, bool)] * 3)
+    expected = np.mean([a.get_potential_energy() / len(a) for a in frames])
+    assert e0 == {"Cu": pytest.approx(expected, rel=1e-14)}
+
+
+def test_sharded_fit_is_close_to_the_in_memory_fit(shards):
+    folder, frames = shards
+    # Blocks of two frames: sparse candidates merged from 12 blocks.
+    in_memory = make_model(block_memory=1e6)
+    in_memory.fit(frames)
+    sharded = make_model(block_memory=1e6)
+    summary = sharded.fit(str(folder / "*.xyz"))
+    assert summary["n_shards"] == 3
+    assert summary["n_sparse"] == in_memory.summary["n_sparse"]
+    test = strained_fcc_cells(np.random.default_rng(1), 4, repeat=(2, 2, 2), rattle=0.1)
+
+    def force_rmse(model):
+        errors = [model.predict(a, std=False)["forces"] - a.get_forces() for a in test]
+        return float(np.sqrt(np.mean(np.square(errors))))
+
+    # Another draw of the same CUR distribution: errors agree to a few per cent.
+    assert force_rmse(sharded) == pytest.approx(force_rmse(in_memory), rel=0.05)
+    again = make_model(block_memory=1e6)
+    again.fit(sorted(str(p) for p in folder.glob("*.xyz")))
+    np.testing.assert_array_equal(again.alpha, sharded.alpha)
+
+
+def test_keyed_candidates_merge_to_the_global_sample():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)) * np.array([3, 2, 1, 0.5, 0.2, 0.1])
+    # Leverage scores from the summed Gram matrix equal the gathered rows' scores.
+    P = candidates.leverage_projection(X[:100].T @ X[:100] + X[100:].T @ X[100:], 4)
+    np.testing.assert_allclose(np.sum((X @ P) ** 2, 1), leverage_scores(X, 4), rtol=1e-9)
+
+    class Term:
+        sparse_method, n_sparse = "cur", 10
+
+    parts = [candidates.block_candidates(Term, X[i : i + 50], i // 50, P, rng) for i in (0, 50)]
+    merged = candidates.merge_candidates(Term, parts[0], parts[1], rng)
+    keys = np.concatenate([p.keys for p in parts])
+    rows = np.concatenate([p.points for p in parts])
+    # The merge keeps exactly the smallest keys of the union, in data order.
+    best = np.sort(np.argsort(keys)[:10])
+    np.testing.assert_array_equal(merged.points, rows[best])
+
+
+def test_resume_after_a_failure_equals_the_uninterrupted_fit(shards, tmp_path, monkeypatch):
+    folder, _ = shards
+    data = str(folder / "*.xyz")
+    uninterrupted = make_model()
+    uninterrupted.fit(data)
+
+    path = tmp_path / "fit.checkpoint"
+    real_factor = sharded_fit.block_factor
+    done = []
+
+    def failing_factor(shared, block):
+        # The kill: a corrupt frame met in the 11th design block (groups of 8 blocks).
+        if len(done) == 10:
+            raise ValueError(f"shard {block.path}: simulated corrupt frame")
+        done.append(block.index)
+        return real_factor(shared, block)
+
+    monkeypatch.setattr(sharded_fit, "block_factor", failing_factor)
+    interrupted = make_model()
+    with pytest.raises(ValueError, match="simulated corrupt frame"):
+        interrupted.fit(data, checkpoint=path, checkpoint_interval=0)
+    assert interrupted.alpha is None  # transactional
+    monkeypatch.setattr(sharded_fit, "block_factor", real_factor)
+    assert checkpoint.read(path, _fingerprint(path)).groups_done == 1
+
+    resumed = make_model()
+    resumed.fit(data, checkpoint=path, resume=True)
+    np.testing.assert_array_equal(resumed.alpha, uninterrupted.alpha)
+    np.testing.assert_array_equal(resumed.R, uninterrupted.R)
+
+    changed = make_model(sigma_force=0.06)
+    with pytest.raises(ValueError, match="other data or settings"):
+        changed.fit(data, checkpoint=path, resume=True)
+
+
+def _fingerprint(path):
+    header, _ = gapx.io.read_model_file(path)
+    return header["checkpoint"]["fingerprint"]
+
+
+def test_memory_limit_sizes_blocks_and_refuses_an_impossible_fit(shards, monkeypatch):
+    folder, _ = shards
+    data = str(folder / "*.xyz")
+    limited = make_model(block_memory=1e9, memory_limit=1.5e6)
+    summary = limited.fit(data)
+    assert max(summary["process_peak_bytes"].values()) <= 1.5e6
+    assert summary["estimated_peak_bytes"] <= 1.5e6
+
+    def no_work(*args):
+        raise AssertionError("descriptors computed before the fit was refused")
+
+    monkeypatch.setattr(sharded_fit, "_block_values", no_work)
+    with pytest.raises(ValueError, match=r"memory_limit 9.8 KiB: .* R factors of 32 sparse"):
+        make_model(memory_limit=1e4).fit(data)
+    with pytest.raises(ValueError, match="largest frame needs"):
+        make_model(memory_limit=2e5).fit(data)
+
+
+def test_bad_shards_are_named_before_the_fit(shards, tmp_path):
+    folder, frames = shards
+    with pytest.raises(FileNotFoundError, match="no shard matches"):
+        make_model().fit(str(tmp_path / "none*.xyz"))
+    with pytest.raises(FileNotFoundError, match="file not found"):
+        make_model().fit([str(folder / "part0.xyz"), str(tmp_path / "missing.xyz")])
+    broken = tmp_path / "broken.xyz"
+    ase.io.write(broken, frames[:3], format="extxyz")
+    lines = broken.read_text().splitlines()
+    broken.write_text("\n".join(lines[: len(lines) - 5]) + "\n")
+    with pytest.raises(ValueError, match=f"cannot read shard {broken}"):
+        make_model().fit([str(folder / "part0.xyz"), str(broken)])
+    with pytest.raises(ValueError, match="named twice"):
+        make_model().fit([str(folder / "part0.xyz"), str(folder / "part0.xyz")])
