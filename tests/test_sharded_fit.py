@@ -173,3 +173,28 @@ def test_bad_shards_are_named_before_the_fit(shards, tmp_path):
         make_model().fit([str(folder / "part0.xyz"), str(broken)])
     with pytest.raises(ValueError, match="named twice"):
         make_model().fit([str(folder / "part0.xyz"), str(folder / "part0.xyz")])
+
+
+def test_cli_fit_of_shards_resumes_and_refuses_other_settings(shards, tmp_path, capsys):
+    from gapx.cli import main
+
+    folder, _ = shards
+    config = tmp_path / "fit.toml"
+    config.write_text(
+        '[[terms]]\ntype = "two_body"\ncutoff = 4.0\ndelta = 0.5\nn_sparse = 8\n\n'
+        "[fit]\nsigma_energy = 0.002\nsigma_force = 0.05\nsigma_virial = 0.05\n"
+        "block_memory = 3e5\n"
+    )
+    base = ["fit", str(folder / "part*.xyz"), "-c", str(config), "--checkpoint-interval", "0"]
+    assert main([*base, "-o", str(tmp_path / "a.gapx")]) == 0
+    assert "data: 24 frames, 768 atoms" in capsys.readouterr().out
+    resumed = [*base, "-o", str(tmp_path / "b.gapx"), "--checkpoint", str(tmp_path / "c")]
+    assert main(resumed) == 0
+    assert main([*resumed, "--resume"]) == 0  # a complete checkpoint: nothing left to fold
+    a, b = gapx.load(str(tmp_path / "a.gapx")), gapx.load(str(tmp_path / "b.gapx"))
+    np.testing.assert_array_equal(a.alpha, b.alpha)
+    capsys.readouterr()
+    assert main([*resumed, "--resume", "--set", "fit.seed=1"]) == 1
+    assert "other data or settings" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "d.gapx"), "--memory-limit", "1000"]) == 1
+    assert "memory_limit" in capsys.readouterr().err
