@@ -10,6 +10,7 @@ import pytest
 from structures import strained_fcc_cells
 
 import gapx
+from gapx.sharded_fit import block_factor as _real_block_factor
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -188,3 +189,25 @@ def test_sharded_fit_on_the_cluster_reads_shards_on_the_workers(client, shard_fo
         one_worker.fit(data, client=single)
     np.testing.assert_array_equal(one_worker.alpha, on_cluster.alpha)
     np.testing.assert_array_equal(one_worker.R, on_cluster.R)
+
+
+def _dying_block_factor(shared, block):
+    """The real block task, except that the worker running block 3 dies the first time."""
+    marker = f"{block.path}.died"
+    if block.index == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return _real_block_factor(shared, block)
+
+
+def test_a_worker_dying_mid_fit_leaves_the_result_unchanged(client, shard_folder, monkeypatch):
+    from gapx import sharded_fit
+
+    data = str(shard_folder / "*.xyz")
+    expected = make_model()
+    expected.fit(data, client=client)
+    monkeypatch.setattr(sharded_fit, "block_factor", _dying_block_factor)
+    survived = make_model()
+    survived.fit(data, client=client)
+    assert os.path.exists(f"{shard_folder / 'part0.xyz'}.died")  # a worker really died
+    np.testing.assert_array_equal(survived.alpha, expected.alpha)

@@ -134,10 +134,10 @@ def run(args) -> int:
         print(format_summary(summary))
         model = build_model(config, list(summary["species"]))
         memory = estimate_memory(model, summary)
+        # The fit prints its plan of each process's memory next (gapx.fit_memory).
         print(
             "memory estimate for the fit: design matrix "
-            f"{format_bytes(memory['full_design_matrix_bytes'])} (streamed in blocks), peak "
-            f"about {format_bytes(memory['estimated_peak_bytes'])}"
+            f"{format_bytes(memory['full_design_matrix_bytes'])} (streamed in blocks)"
         )
         model.fit(
             paths,
