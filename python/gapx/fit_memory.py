@@ -7,7 +7,8 @@ design rows of its frames), a process holds:
 * the single process (no cluster): ``B + 4 R`` (the folded R, its group's partial factor, a
   block's factor and a merge's output) plus the selection state ``S``;
 * the client of a cluster: ``2 R + S`` (the folded R and one group's root; no block);
-* a worker: ``B + 3 R + S`` (a merge holds its two inputs and its output);
+* a worker running ``T`` tasks at once (its threads): ``T (B + 3 R) + S`` (a block's rows and
+  factor, or a merge's two inputs and its output, per task);
 
 with ``R = 8 (M + 1)^2`` bytes and ``S = sum_t 8 (2 M_t F_t + [CUR] 2 K_t F_t^2)``: the running
 candidates and one block's, and for CUR the summed Gram matrices ``X^T X`` per kind. Finished
@@ -60,21 +61,28 @@ def selection_bytes(model, species_counts: dict) -> float:
 
 
 def plan_memory(
-    model, species_counts: dict, largest_frame_bytes: float, clustered: bool
+    model, species_counts: dict, largest_frame_bytes: float, worker_threads: int | None
 ) -> MemoryPlan:
     """The :class:`MemoryPlan` of fitting ``model`` to data with these atom counts per species.
 
     ``largest_frame_bytes``: the largest one frame's block bytes (gradients and design rows at
-    the largest M). With ``model.memory_limit``, blocks shrink so that every process stays
+    the largest M). ``worker_threads``: the most tasks a worker of the cluster runs at once, or
+    None without a cluster. With ``model.memory_limit``, blocks shrink so that every process stays
     under it; ValueError, naming the numbers, when even one frame per block does not fit (or R
     itself does not).
     """
     n_columns = int(sum(term.max_sparse_points(species_counts) for term in model.terms))
     factor = 8.0 * (n_columns + 1) ** 2
     selection = selection_bytes(model, species_counts)
-    fixed = {"client": 2 * factor + selection, "worker": 3 * factor + selection}
-    if not clustered:
-        fixed = {"single process": 4 * factor + selection}
+    # Bytes held besides the blocks, and how many blocks a process holds at once.
+    fixed = {"single process": 4 * factor + selection}
+    n_blocks = {"single process": 1}
+    if worker_threads is not None:
+        fixed = {
+            "client": 2 * factor + selection,
+            "worker": worker_threads * 3 * factor + selection,
+        }
+        n_blocks = {"client": 0, "worker": worker_threads}
     block = float(model.block_memory)
     limit = model.memory_limit
     if limit is not None:
@@ -89,15 +97,16 @@ def plan_memory(
                 f"the fit cannot stay under memory_limit {format_bytes(limit)}: {held} already "
                 "exceed it; reduce n_sparse or raise memory_limit"
             )
-        block = min(block, limit - largest_fixed)
+        room = min((limit - fixed[p]) / n for p, n in n_blocks.items() if n)
+        block = min(block, room)
         if block < largest_frame_bytes:
             raise ValueError(
                 f"the fit cannot stay under memory_limit {format_bytes(limit)}: {held} leave "
-                f"{format_bytes(limit - largest_fixed)} for blocks, but the largest frame needs "
+                f"{format_bytes(room)} per block in flight, but the largest frame needs "
                 f"{format_bytes(largest_frame_bytes)}; reduce n_sparse or raise memory_limit"
             )
     peaks = {
-        name: held + (0.0 if name == "client" else max(block, largest_frame_bytes))
+        name: held + n_blocks[name] * max(block, largest_frame_bytes)
         for name, held in fixed.items()
     }
     return MemoryPlan(n_columns, factor, selection, block, peaks)

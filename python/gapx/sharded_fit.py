@@ -214,7 +214,11 @@ def fit_shards(
         g + blocks.design_row_bytes(s.n_atoms, n_max)
         for s, g in zip(scans, gradient_bytes, strict=True)
     ]
-    plan = plan_memory(model, species, largest_frame(pass2_bytes), client is not None)
+    threads = None
+    if client is not None:
+        workers = client.scheduler_info()["workers"].values()
+        threads = max((w["nthreads"] for w in workers), default=1)
+    plan = plan_memory(model, species, largest_frame(pass2_bytes), threads)
     if model.verbose:
         print(plan.describe())
     logger.info(plan.describe())
