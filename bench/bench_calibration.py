@@ -5,7 +5,13 @@ examples/ethanol.toml) is calibrated on one half of examples/ethanol_test.xyz an
 other half: Spearman rank correlation of |error| with std, mean squared z-score, 68 % and 95 %
 interval coverage and miscalibration area, for energies per atom and force components, before
 and after calibration. The issue's goals on the held-out half: Spearman >= 0.4, mean z^2 in
-[0.5, 2], 95 % coverage in [0.85, 0.99].
+[0.5, 2], 95 % coverage in [0.85, 0.99]. Beside each Spearman, "(ideal)" is what a perfectly
+calibrated model with the same stds would score (``uncertainty.calibrated_spearman``): an
+observed value near it means the ranking is as good as these stds allow.
+
+Measured (2 shared cores, 200 training frames, 50 + 50 test frames): held-out Spearman 0.360
+(ideal 0.281) for energies and 0.321 (ideal 0.333) for force components; mean z^2 1.03 / 0.79;
+95 % coverage 0.92 / 0.96.
 
 ``--smoke``: 20 training frames, 10 + 10 test frames, small SOAP (seconds).
 """
@@ -65,7 +71,10 @@ def main(argv=None) -> dict:
         f"ethanol: {len(train)} training frames, calibrated on {len(calibration_frames)}, "
         f"judged on {len(held_out)} held-out frames"
     )
-    print(f"{'':24}{'Spearman':>9} {'mean z2':>8} {'cov68':>6} {'cov95':>6} {'area':>6}")
+    print(
+        f"{'':24}{'Spearman':>9} {'(ideal)':>8} {'mean z2':>8} {'cov68':>6} {'cov95':>6} "
+        f"{'area':>6}"
+    )
     for quantity in QUANTITIES:
         for when in ("held_out_before", "held_out_after"):
             m = results[when][quantity]
@@ -73,7 +82,8 @@ def main(argv=None) -> dict:
                 continue
             print(
                 f"{quantity:8} {when.removeprefix('held_out_'):>6} (n={m['n']:5d}) "
-                f"{m['spearman']:9.3f} {m['mean_z2']:8.3f} {m['coverage_68']:6.3f} "
+                f"{m['spearman']:9.3f} {m['spearman_calibrated']:8.3f} {m['mean_z2']:8.3f} "
+                f"{m['coverage_68']:6.3f} "
                 f"{m['coverage_95']:6.3f} {m['miscalibration_area']:6.3f}"
             )
     met = {

@@ -68,11 +68,6 @@ def gap_fit_binary() -> str | None:
 
 
 def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
-    import ase.io
-
-    binary = gap_fit_binary()
-    train = folder / "train.xyz"
-    ase.io.write(train, frames)
     s = SOAP_SETTINGS
     gap = (
         f"soap cutoff={s['cutoff']} cutoff_transition_width={s['cutoff_transition_width']} "
@@ -80,6 +75,16 @@ def fit_quip(frames, n_sparse: int, folder: Path) -> Path:
         f"delta={s['delta']} n_sparse={n_sparse} sparse_method=cur_points add_species=T "
         "covariance_type=dot_product"
     )
+    return run_gap_fit(frames, gap, folder)
+
+
+def run_gap_fit(frames, gap: str, folder: Path) -> Path:
+    """Fit ``frames`` with gap_fit's ``gap={...}`` settings in ``folder``; the model's XML path."""
+    import ase.io
+
+    binary = gap_fit_binary()
+    train = folder / "train.xyz"
+    ase.io.write(train, frames)
     command = [
         binary,
         f"at_file={train}",

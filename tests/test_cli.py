@@ -325,7 +325,7 @@ def test_label_keys_from_the_config(workdir, capsys, tmp_path):
         ("[[terms]\ntype=", None, "cannot parse config file"),
         (CONFIG + "\n[fitt]\nx = 1\n", None, "unknown key 'fitt' in the config"),
         (CONFIG.replace("n_max = 3", "n_maxx = 3"), None, "unknown key 'n_maxx' in terms[1]"),
-        (CONFIG.replace('"two_body"', '"three_body"'), None, "unknown type 'three_body'"),
+        (CONFIG.replace('"two_body"', '"four_body"'), None, "unknown type 'four_body'"),
         (CONFIG.replace("seed = 0", "sed = 0"), None, "unknown key 'sed' in [fit]"),
         ("[fit]\nseed = 0\n", None, "no [[terms]]"),
         (CONFIG, "soap.n_max", "expected key=value"),
@@ -450,6 +450,24 @@ def test_shipped_configs_are_valid():
         assert len(model.terms) == 2
     model = build_model(validate_config(tomllib.loads(EXAMPLE_CONFIG)), ["Si"])
     assert model.config_type_sigma == {"liquid": (0.003, 0.15, 0.2)}
+
+
+def test_three_body_term_from_the_config():
+    from gapx.cli.common import CLIError
+    from gapx.cli.config import (
+        build_model,
+        tomllib,  # tomli on Python 3.10
+        validate_config,
+    )
+
+    text = CONFIG + (
+        '\n[[terms]]\ntype = "angle_3b"\ncutoff = 3.0\nZ = "O"\ntheta = [1.0, 0.5, 2.0]\n'
+        "n_sparse = 15\n"
+    )
+    model = build_model(validate_config(tomllib.loads(text)), ["H", "O"])
+    assert model.terms[2] == gapx.ThreeBody(cutoff=3.0, Z=8, theta=(1.0, 0.5, 2.0), n_sparse=15)
+    with pytest.raises(CLIError, match=r"terms\[2\] \(angle_3b\): theta"):
+        build_model(validate_config(tomllib.loads(text.replace("0.5, 2.0", "0.5"))), ["H"])
 
 
 def test_ewald_baseline_from_the_config():

@@ -15,6 +15,7 @@ def kernel_from_dict(data):
 
 FD_STEP = 1e-6
 FD_RTOL = 1e-6
+ARD_THETA = (0.4, 0.7, 1.1, 0.9, 0.5, 1.3)
 
 
 def _kernels():
@@ -24,6 +25,9 @@ def _kernels():
         DotProduct(zeta=3, normalise=False),
         SquaredExponential(theta=0.7),
         CutoffWeighted(SquaredExponential(theta=0.5)),
+        # One length scale per feature (QUIP's ard_se), as the three-body term's.
+        SquaredExponential(theta=ARD_THETA),
+        CutoffWeighted(SquaredExponential(theta=ARD_THETA[:-1])),
     ]
 
 
@@ -43,9 +47,9 @@ def _explicit(kernel, x, y):
             x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
         return float(np.dot(x, y) ** kernel.zeta)
     if isinstance(kernel, SquaredExponential):
-        return float(np.exp(-np.sum((x - y) ** 2) / (2 * kernel.theta**2)))
-    inner = kernel.inner
-    return float(x[-1] * y[-1] * np.exp(-np.sum((x[:-1] - y[:-1]) ** 2) / (2 * inner.theta**2)))
+        return float(np.exp(-np.sum((x - y) ** 2 / (2 * np.asarray(kernel.theta) ** 2))))
+    theta = np.asarray(kernel.inner.theta)
+    return float(x[-1] * y[-1] * np.exp(-np.sum((x[:-1] - y[:-1]) ** 2 / (2 * theta**2))))
 
 
 @pytest.mark.parametrize("kernel", _kernels(), ids=lambda k: k.type_name)
@@ -121,6 +125,10 @@ def test_bad_parameters_raise():
         kernel_from_dict({"type": "polynomial"})
     with pytest.raises(ValueError, match="2-d"):
         SquaredExponential()(np.ones(3), np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"theta\[1\]"):
+        SquaredExponential(theta=(1.0, 0.0))
+    with pytest.raises(ValueError, match="2 length scales, rows have 3 features"):
+        SquaredExponential(theta=(1.0, 2.0))(np.ones((1, 3)), np.ones((1, 3)))
 
 
 def _batched_kernels():

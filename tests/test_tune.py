@@ -155,3 +155,67 @@ def test_tune_budget_ending_mid_search_writes_best_so_far(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert open(tuned).read().startswith("# gapx tune: INCOMPLETE")
     assert json.load(open(str(tmp_path / "TUNED.json")))["complete"] is False
+
+
+def test_cross_validate_reports_each_folds_running_score_for_pruning():
+    """The score a trial reports after fold i (what Optuna's median pruner compares) is the CV
+    score of folds 0..i alone, and an exception from the callback stops the trial there."""
+    import gapx
+    from gapx.tuning import cross_validate
+
+    frames = ase.io.read(TRAIN, ":12")
+    splits = kfold_splits(frames, 3, seed=0)
+
+    def make():
+        soap = gapx.SOAP(species=["C", "H", "O"], cutoff=3.5, n_max=3, l_max=2, n_sparse=6)
+        return gapx.GAP([soap], sigma_energy=0.001, sigma_force=0.03, verbose=False)
+
+    reported = []
+    full = cross_validate(
+        make, frames, splits, (10.0, 1.0), on_fold=lambda i, s: reported.append(s)
+    )
+    assert len(reported) == 2  # after folds 0 and 1; the last fold's score is the result
+    for i, score in enumerate(reported):
+        assert score == pytest.approx(
+            cross_validate(make, frames, splits[: i + 1], (10.0, 1.0)).score
+        )
+    assert reported[-1] != pytest.approx(full.score)
+
+    class Stop(Exception):
+        pass
+
+    def stop(i, score):
+        raise Stop
+
+    with pytest.raises(Stop):
+        cross_validate(make, frames, splits, (10.0, 1.0), on_fold=stop)
+
+
+def test_tune_on_a_dask_cluster_runs_trials_on_the_workers_deterministically(tmp_path, capsys):
+    """With --dask, each trial's CV runs on a worker, a batch of trials (one per worker) at a
+    time; the trials and their scores are the same on a rerun."""
+    distributed = pytest.importorskip("dask.distributed")
+    frames = ase.io.read(TRAIN, ":16")
+    train = str(tmp_path / "train.extxyz")
+    ase.io.write(train, frames)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        reports = []
+        with distributed.get_task_stream(client) as stream:
+            for run in range(2):
+                out = str(tmp_path / f"T{run}.toml")
+                args = ["tune", train, "-c", _write(tmp_path), "--budget", "60", "--folds", "2"]
+                args += ["--trials", "4", "-o", out, "--dask", cluster.scheduler_address]
+                assert main(args) == 0, capsys.readouterr().err
+                reports.append(json.load(open(str(tmp_path / f"T{run}.json"))))
+        workers = set(client.scheduler_info()["workers"])
+    on_workers = [t for t in stream.data if "_cluster_trial" in str(t["key"])]
+    assert len(on_workers) == 8  # 4 trials per run, none in this process
+    assert {t["worker"] for t in on_workers} == workers
+    first, second = ([(t["params"], t["score"]) for t in r["trials"]] for r in reports)
+    assert len(first) == 4
+    assert first == second

@@ -114,6 +114,7 @@ def test_metrics_of_a_hand_computed_case():
     assert calibration_metrics({"forces": [1.0]}, {"forces": [1.0]})["energy"] == {
         "n": 0,
         "spearman": None,
+        "spearman_calibrated": None,
         "mean_z2": None,
         "coverage_68": None,
         "coverage_95": None,
@@ -360,3 +361,33 @@ def test_residuals_per_atom_energies_and_force_components():
     assert report["before"]["forces"]["mean_z2"] == pytest.approx(4.0, rel=1e-9)
     assert report["after"]["forces"]["coverage_68"] == 0.0  # every |z| is 1 > 0.994
     assert report["after"]["forces"]["coverage_95"] == 1.0
+
+
+@pytest.mark.parametrize("spread", [0.2, 1.0, 3.0])
+def test_calibrated_spearman_is_what_calibrated_errors_score(rng, spread):
+    """Errors drawn from N(0, s^2) score the calibrated Spearman (to Monte Carlo error); it
+    grows with the spread of the stds, from near 0 towards 1."""
+    from gapx.uncertainty import calibrated_spearman
+
+    s = rng.lognormal(-3.0, spread, 20_000)
+    observed = [
+        calibration_metrics({"forces": rng.standard_normal(s.size) * s}, {"forces": s})["forces"]
+        for _ in range(4)
+    ]
+    ideal = observed[0]["spearman_calibrated"]
+    assert ideal == calibrated_spearman(s)  # seeded: deterministic
+    assert np.mean([m["spearman"] for m in observed]) == pytest.approx(ideal, abs=0.01)
+    # A std that carries no information about the error scores 0, whatever its spread.
+    uninformative = rng.permutation(s)
+    m = calibration_metrics({"forces": rng.standard_normal(s.size) * s}, {"forces": uninformative})
+    assert abs(m["forces"]["spearman"]) < 0.03
+
+
+def test_calibrated_spearman_grows_with_the_spread_of_the_stds(rng):
+    from gapx.uncertainty import calibrated_spearman
+
+    z = rng.standard_normal(20_000)
+    values = [calibrated_spearman(np.exp(spread * z)) for spread in (0.1, 0.5, 1.0, 3.0)]
+    assert values == sorted(values)
+    assert values[0] < 0.15  # stds within ±10 %: |error| ranks almost at random
+    assert values[-1] > 0.9

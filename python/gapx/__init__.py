@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._core import __version__
 from .calculator import GAPCalculator
-from .descriptors import SOAP, TwoBody
+from .descriptors import SOAP, ThreeBody, TwoBody
 from .ewald import Ewald
 from .learning import OnTheFly, select
 from .model import GAP, load
@@ -23,6 +23,7 @@ __all__ = [
     "GAPCalculator",
     "OnTheFly",
     "SOAP",
+    "ThreeBody",
     "TwoBody",
     "__version__",
     "load",

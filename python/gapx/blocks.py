@@ -34,30 +34,14 @@ def frame_blocks(frame_bytes, block_memory: float) -> list[list[int]]:
 
 
 def gradient_bytes(frames, terms) -> np.ndarray:
-    """Bytes of each frame's descriptor gradients: one entry per atom and neighbour within the
-    largest cutoff, plus the strain part, for all terms' features."""
-    cutoff = max(term.cutoff for term in terms)
-    n_atoms = [len(atoms) for atoms in frames]
-    return gradient_bytes_of(n_atoms, pair_counts(frames, cutoff), terms)
-
-
-def pair_counts(frames, cutoff: float) -> np.ndarray:
-    """Neighbour pairs of each frame within ``cutoff``."""
-    return np.array(
-        [
-            StructureContext(atoms).neighbors(cutoff).n_pairs if len(atoms) > 1 else 0
-            for atoms in frames
-        ],
-        dtype=np.float64,
-    )
-
-
-def gradient_bytes_of(n_atoms, n_pairs, terms) -> np.ndarray:
-    """:func:`gradient_bytes` from the frames' atom and pair counts (pairs within the largest
-    cutoff of ``terms``)."""
-    n_features = sum(term.n_features for term in terms)
-    n_atoms = np.asarray(n_atoms, dtype=np.float64)
-    return 8.0 * n_features * (3 * (n_atoms + np.asarray(n_pairs, dtype=np.float64)) + 9 * n_atoms)
+    """Bytes of each frame's descriptor gradients, as each term counts its own
+    (:meth:`gapx.terms.Term.gradient_bytes`; a three-body term's grow with the square of the
+    neighbour count), from one neighbour list per cutoff and frame."""
+    out = np.zeros(len(frames))
+    for n, atoms in enumerate(frames):
+        context = StructureContext(atoms)
+        out[n] = sum(term.gradient_bytes(context) for term in terms)
+    return out
 
 
 def design_row_bytes(n_atoms, n_columns: int) -> np.ndarray:

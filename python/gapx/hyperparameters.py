@@ -22,8 +22,8 @@ import numpy as np
 import scipy.optimize
 
 from . import blocks, fitting
-from .gp import design
-from .gp.evidence import Evidence, GroupStatistics
+from .gp import design, solver
+from .gp.evidence import Evidence, GroupStatistics, fold_triangle
 from .gp.solver import StreamingQR
 from .gp.sparse_set import SparseSet, kmm_cholesky
 
@@ -46,6 +46,8 @@ class EvidenceResult:
     n_evaluations: int
     seconds: dict[str, float] = field(default_factory=dict)
     converged: bool = True
+    #: (log delta per term, log sigma per noise group) at the optimum, as :class:`Evidence` takes.
+    log_point: tuple = ()
 
     def report(self) -> dict:
         return {
@@ -95,7 +97,8 @@ def _frame_groups(model, frames, labels, targets, names: list[str]):
 
 
 def group_statistics(model_parts, frames, targets, groups, n_groups):
-    """One block's :class:`GroupStatistics` parts: per group its R factor, rows and sum log r."""
+    """One block's :class:`GroupStatistics` parts: per group ``(rows or their R factor, whether
+    it is R, number of rows, sum of log r)``."""
     terms, sparse_sets, n_columns = model_parts
     rows = blocks.scaled_rows(model_parts, frames, targets)
     n_atoms = [len(a) for a in frames]
@@ -112,9 +115,15 @@ def group_statistics(model_parts, frames, targets, groups, n_groups):
     out = []
     for g in range(n_groups):
         mask = row_group == g
-        qr = StreamingQR(n_columns)
-        qr.add_rows(rows[mask])
-        out.append((np.triu(qr.R), int(mask.sum()), float(log_scale[mask].sum())))
+        part = rows[mask]
+        # As blocks.block_factor: reduced to R only when taller than wide, so that folding it
+        # costs no more than folding the rows would.
+        triangle = part.shape[0] > n_columns + 1
+        if triangle:
+            qr = StreamingQR(n_columns)
+            qr.add_rows(part)
+            part = np.triu(qr.R)
+        out.append((part, triangle, int(mask.sum()), float(log_scale[mask].sum())))
     return out
 
 
@@ -128,9 +137,22 @@ def unit_sparse_sets(model, fit_frames, gradient_bytes, client=None) -> list[Spa
     return unit
 
 
-def evidence_statistics(model, frames, client=None):
-    """Pass 1 and the statistics pass: ``(evidence, group names, fixed-group flags)``."""
-    fit_frames, targets, _, fit_labels = fitting.prepare(model, frames)
+@dataclass
+class Statistics:
+    """The statistics pass: the evidence and its noise groups, and what the fit with any
+    hyperparameters needs besides (:func:`fitted_state`)."""
+
+    evidence: Evidence
+    names: list[str]
+    unit: list[SparseSet]
+    fit_frames: list
+    targets: list
+    e0: dict[str, float]
+
+
+def evidence_statistics(model, frames, client=None) -> Statistics:
+    """Pass 1 (descriptors, sparse points) and the statistics pass over ``frames``."""
+    fit_frames, targets, e0, fit_labels = fitting.prepare(model, frames)
     gradient_bytes = blocks.gradient_bytes(fit_frames, model.terms)
     unit = unit_sparse_sets(model, fit_frames, gradient_bytes, client)
     n_columns = sum(s.size for s in unit)
@@ -145,7 +167,7 @@ def evidence_statistics(model, frames, client=None):
         gradient_bytes + blocks.design_row_bytes([len(a) for a in fit_frames], n_columns),
         model.block_memory,
     )
-    parts = [[np.zeros((n_columns + 1, n_columns + 1)), 0, 0.0] for _ in names]
+    parts = [[StreamingQR(n_columns), 0, 0.0] for _ in names]
     for block in blocks.map_blocks(
         client,
         group_statistics,
@@ -163,25 +185,21 @@ def evidence_statistics(model, frames, client=None):
         desc="evidence statistics",
         verbose=model.verbose,
     ):
-        for part, (R, n, log_scale) in zip(parts, block, strict=True):
-            qr = StreamingQR(n_columns)
-            qr.R = np.asfortranarray(part[0])
-            qr.add_rows(R)
-            part[0], part[1], part[2] = np.triu(qr.R), part[1] + n, part[2] + log_scale
-    stats = [GroupStatistics(R, n, s) for R, n, s in parts]
-    return Evidence(L, column_term, stats), names
+        for part, (rows, triangle, n, log_scale) in zip(parts, block, strict=True):
+            if triangle:
+                part[0].R = fold_triangle(part[0].R, rows)
+            else:
+                part[0].add_rows(rows)
+            part[1], part[2] = part[1] + n, part[2] + log_scale
+    stats = [GroupStatistics(np.triu(qr.R), n, s) for qr, n, s in parts]
+    evidence = Evidence(L, column_term, stats)
+    return Statistics(evidence, names, unit, fit_frames, targets, e0)
 
 
-def optimize_hyperparameters(model, frames, client=None) -> EvidenceResult:
-    """Maximise the DTC evidence of ``model`` on ``frames`` over delta per term and the noise
-    sigmas (per config type when frames have one); ``model`` is not modified.
-
-    The sparse points are those ``fit`` selects (they depend on descriptors only). Returns an
-    :class:`EvidenceResult`; :func:`apply` sets its values on a model.
-    """
+def maximize_evidence(model, evidence: Evidence, names: list[str]) -> EvidenceResult:
+    """L-BFGS-B on ``evidence`` over log delta per term and log sigma per free noise group,
+    from ``model``'s values, within :data:`BOUND_FACTOR` of them."""
     start = time.perf_counter()
-    evidence, names = evidence_statistics(model, frames, client)
-    statistics_seconds = time.perf_counter() - start
     free = [k for k, name in enumerate(names) if name != FIXED]
     log_sigma0 = np.zeros(len(names))
     for k in free:
@@ -216,6 +234,8 @@ def optimize_hyperparameters(model, frames, client=None) -> EvidenceResult:
         options={"maxiter": 100, "ftol": 1e-10, "gtol": 1e-6},
     )
     x = result.x if result.fun <= objective(x0)[0] else x0
+    log_sigma = log_sigma0.copy()
+    log_sigma[free] = x[n_terms:]
     sigmas = dict(zip([names[k] for k in free], np.exp(x[n_terms:]).tolist(), strict=True))
     starts = dict(zip([names[k] for k in free], np.exp(log_sigma0[free]).tolist(), strict=True))
     return EvidenceResult(
@@ -226,11 +246,56 @@ def optimize_hyperparameters(model, frames, client=None) -> EvidenceResult:
         log_evidence_before=float(before),
         log_evidence_after=float(-objective(x)[0] / scale),
         n_evaluations=evaluations,
-        seconds={
-            "statistics": statistics_seconds,
-            "optimisation": time.perf_counter() - start - statistics_seconds,
-        },
+        seconds={"optimisation": time.perf_counter() - start},
         converged=bool(result.success),
+        log_point=(x[:n_terms].copy(), log_sigma),
+    )
+
+
+def optimize_hyperparameters(model, frames, client=None):
+    """Maximise the DTC evidence of ``model`` on ``frames`` over delta per term and the noise
+    sigmas (per config type when frames have one); ``model`` is not modified.
+
+    The sparse points are those ``fit`` selects (they depend on descriptors only). Returns
+    ``(result, statistics)``: the :class:`EvidenceResult` (:func:`apply` sets its values on a
+    model) and the :class:`Statistics` of the pass, from which :func:`fitted_state` gives the
+    fit with the values found without another pass over the data.
+    """
+    start = time.perf_counter()
+    statistics = evidence_statistics(model, frames, client)
+    statistics_seconds = time.perf_counter() - start
+    result = maximize_evidence(model, statistics.evidence, statistics.names)
+    result.seconds["statistics"] = statistics_seconds
+    return result, statistics
+
+
+def fitted_state(model, statistics: Statistics, result: EvidenceResult) -> fitting.FittedState:
+    """The :class:`~gapx.fitting.FittedState` of fitting ``model`` (with ``result``'s values
+    applied, see :func:`apply`) to the statistics' frames, from the statistics alone.
+
+    The fit's stacked system is the evidence's ``C`` with its columns scaled by delta
+    (``A^T A = Delta C Delta``), so its R factor is the evidence's times Delta and its weights
+    are the evidence's; equal to :func:`gapx.fitting.fit` with the same values up to round-off.
+    """
+    start = time.perf_counter()
+    d, _, R_aug = statistics.evidence.factor(*result.log_point)
+    M = statistics.evidence.n_columns
+    alpha, R = solver.triangular_solve(R_aug * np.append(d, 1.0)[None, :], M)
+    points = {(s.term, s.kind): s.points for s in statistics.unit}
+    sparse_sets = fitting.make_sparse_sets(model, points)
+    for s in sparse_sets:
+        s.factor = np.ascontiguousarray(s.factor)
+    summary = fitting.fit_summary(
+        model, statistics.fit_frames, statistics.targets, sparse_sets, statistics.e0
+    )
+    summary["fit_seconds"] = time.perf_counter() - start + sum(result.seconds.values())
+    summary["evidence"] = result.report()
+    return fitting.FittedState(
+        e0=dict(statistics.e0),
+        sparse_sets=sparse_sets,
+        alpha=alpha,
+        R=np.ascontiguousarray(R),
+        summary=summary,
     )
 
 

@@ -190,6 +190,10 @@ class DotProduct:
         return cls(**described_settings(data, (cls.type_name,), "DotProduct"))
 
 
+# Kernel values per block of rows in value_and_gradient: a few such arrays fit in L2 cache.
+VALUE_BLOCK_ELEMENTS = 1 << 14
+
+
 def _differences(X, Y):
     """Per feature f, ``X[..., :, None, f] - Y[..., None, :, f]``: (..., n, m) each."""
     for f in range(X.shape[-1]):
@@ -197,7 +201,12 @@ def _differences(X, Y):
 
 
 class SquaredExponential:
-    """Squared-exponential kernel ``k(x, y) = exp(-|x - y|^2 / (2 theta^2))``.
+    """Squared-exponential kernel ``k(x, y) = exp(-sum_f (x_f - y_f)^2 / (2 theta_f^2))``.
+
+    ``theta`` is one length scale for every feature, or one per feature (QUIP's ``ard_se``, as
+    the three-body term uses): the kernel then works on the scaled rows ``x / theta``, where it
+    is the unit-length-scale kernel, and each derivative with respect to ``x`` is ``1 / theta``
+    times the one with respect to ``x / theta``.
 
     Everything is computed from the differences ``x - y`` themselves, one feature at a time
     (this kernel has few features: the two-body distance has one), never from the expanded
@@ -210,13 +219,28 @@ class SquaredExponential:
 
     type_name = "squared_exponential"
 
-    def __init__(self, theta: float = 1.0):
-        self.theta = positive_number("theta (length scale)", theta)
+    def __init__(self, theta: float | tuple[float, ...] = 1.0):
+        if np.ndim(theta) == 0:
+            self.theta = positive_number("theta (length scale)", theta)
+        else:
+            self.theta = tuple(
+                positive_number(f"theta[{f}] (length scale)", t) for f, t in enumerate(theta)
+            )
+            if not self.theta:
+                raise ValueError("theta must be a number or a non-empty list of length scales")
+        self._inverse = 1.0 / np.asarray(self.theta, dtype=np.float64)
+
+    def _scaled(self, *arrays):
+        """Each array (..., F) divided by the length scales, checking F against them."""
+        if self._inverse.ndim and any(a.shape[-1] != self._inverse.size for a in arrays):
+            raise ValueError(
+                f"this kernel has {self._inverse.size} length scales, rows have "
+                f"{arrays[0].shape[-1]} features"
+            )
+        return [a * self._inverse for a in arrays]
 
     def __call__(self, X, Y) -> np.ndarray:
-        X = _as_rows(X, "X")
-        Y = _as_rows(Y, "Y")
-        return np.exp(-0.5 * self._squared_distances(X, Y) / self.theta**2)
+        return self._unit_batched(*self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y")))
 
     @staticmethod
     def _squared_distances(X, Y) -> np.ndarray:
@@ -230,60 +254,81 @@ class SquaredExponential:
         return np.ones(_as_rows(X, "X").shape[0])
 
     def dk_dx(self, X, Y) -> np.ndarray:
-        X = _as_rows(X, "X")
-        Y = _as_rows(Y, "Y")
-        k = self(X, Y)
-        return -k[:, :, None] * (X[:, None, :] - Y[None, :, :]) / self.theta**2
+        x, y = self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y"))
+        k = self._unit_batched(x, y)
+        return -k[:, :, None] * (x[:, None, :] - y[None, :, :]) * self._inverse
 
     def directional(self, X, Y, D, rows) -> np.ndarray:
-        X = _as_rows(X, "X")
-        Y = _as_rows(Y, "Y")
-        D = _as_rows(D, "D")
+        x, y, D = self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y"), _as_rows(D, "D"))
         rows = np.asarray(rows, dtype=np.int64)
-        k = self(X, Y)[rows]
-        along = np.zeros_like(k)  # D . (x - y)
-        for f, d in _differences(X[rows], Y):
+        k = self._unit_batched(x, y)[rows]
+        along = np.zeros_like(k)  # D . (x - y), both scaled
+        for f, d in _differences(x[rows], y):
             along += D[:, f, None] * d
-        return -k * along / self.theta**2
+        return -k * along
 
     def gradient(self, X, Y, C) -> np.ndarray:
-        X = _as_rows(X, "X")
-        Y = _as_rows(Y, "Y")
-        k = self(X, Y)
+        x, y = self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y"))
+        k = self._unit_batched(x, y)
         W = _coefficients(C, *k.shape) * k
-        out = np.empty_like(X)
-        for f, d in _differences(X, Y):
+        out = np.empty_like(x)
+        for f, d in _differences(x, y):
             out[:, f] = np.sum(W * d, axis=1)
-        return -out / self.theta**2
+        return -out * self._inverse
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
-        return self(X, Y), self.gradient(X, Y, C)
+        """``(k(X, Y), gradient(X, Y, C))`` from one evaluation of k, in blocks of rows whose
+        differences stay in cache (a prediction has 1e5 three-body rows or more)."""
+        x, y = self._scaled(_as_rows(X, "X"), _as_rows(Y, "Y"))
+        n, m = x.shape[0], y.shape[0]
+        C = _coefficients(C, n, m)
+        k = np.empty((n, m))
+        out = np.empty_like(x)
+        step = max(1, VALUE_BLOCK_ELEMENTS // max(m, 1))
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            differences = list(_differences(x[rows], y))
+            sq = np.zeros((rows.stop - rows.start, m))
+            for _, d in differences:
+                sq += d * d
+            block = np.exp(-0.5 * sq)
+            k[rows] = block
+            block *= C[rows]
+            for f, d in differences:
+                out[rows, f] = -np.sum(block * d, axis=1)
+        return k, out * self._inverse
+
+    def _unit_batched(self, x, y) -> np.ndarray:
+        """The kernel of rows already divided by the length scales."""
+        return np.exp(-0.5 * self._squared_distances(x, y))
 
     def batched(self, Xa, Xb) -> np.ndarray:
-        return np.exp(-0.5 * self._squared_distances(Xa, Xb) / self.theta**2)
+        return self._unit_batched(*self._scaled(Xa, Xb))
 
     def mixed_batched(self, Xa, Xb, U, V) -> np.ndarray:
         return self.mixed_terms(Xa, Xb, U, V)[3]
 
     def mixed_terms(self, Xa, Xb, U, V):
         """``(k, dk/dx . u, dk/dy . v, u^T [d^2 k / dx dy] v)`` per block pair, from one
-        evaluation of k: d^2 k / dx dy = k [I / theta^2 - (x - y)(x - y)^T / theta^4]."""
-        k = self.batched(Xa, Xb)
+        evaluation of k: in scaled rows and directions, d^2 k / dx dy = k [I - (x - y)(x - y)^T]."""
+        Xa, Xb, U, V = self._scaled(Xa, Xb, U, V)
+        k = self._unit_batched(Xa, Xb)
         uv = np.matmul(U, np.swapaxes(V, -1, -2))
         u_d = np.zeros_like(k)  # u . (x - y) and (x - y) . v
         d_v = np.zeros_like(k)
         for f, d in _differences(Xa, Xb):
             u_d += U[..., :, None, f] * d
             d_v += d * V[..., None, :, f]
-        t2 = self.theta**2
-        return k, -k * u_d / t2, k * d_v / t2, k * (uv / t2 - u_d * d_v / t2**2)
+        return k, -k * u_d, k * d_v, k * (uv - u_d * d_v)
 
     def mixed_diag(self, X, U) -> np.ndarray:
-        """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``: ``|u|^2 / theta^2``."""
-        return np.einsum("if,if->i", U, U) / self.theta**2
+        """(n,): ``u_i^T [d^2 k / dx dy] u_i`` at ``(x_i, x_i)``: ``sum_f u_f^2 / theta_f^2``."""
+        (U,) = self._scaled(U)
+        return np.einsum("if,if->i", U, U)
 
     def to_dict(self) -> dict:
-        return {"type": self.type_name, "theta": self.theta}
+        theta = self.theta if isinstance(self.theta, float) else list(self.theta)
+        return {"type": self.type_name, "theta": theta}
 
     @classmethod
     def from_dict(cls, data: dict) -> SquaredExponential:
@@ -337,7 +382,24 @@ class CutoffWeighted:
         return np.concatenate([g_inner, g_weight[:, None]], axis=1)
 
     def value_and_gradient(self, X, Y, C) -> tuple[np.ndarray, np.ndarray]:
-        return self(X, Y), self.gradient(X, Y, C)
+        """``(k(X, Y), gradient(X, Y, C))`` from one evaluation of the inner kernel; with one
+        coefficient per column (prediction: the weights) no (n, m) coefficient array is formed,
+        the row weights scale the inner gradient instead."""
+        (x, w), (y, v) = self._split(_as_rows(X, "X")), self._split(_as_rows(Y, "Y"))
+        C = np.asarray(C, dtype=np.float64)
+        if C.ndim == 1:
+            _coefficients(C, x.shape[0], y.shape[0])  # shape check
+            cv = C * v
+            k_inner, g_inner = self.inner.value_and_gradient(x, y, cv)
+            g_inner *= w[:, None]
+            g_weight = k_inner @ cv
+        else:
+            C = _coefficients(C, x.shape[0], y.shape[0])
+            k_inner, g_inner = self.inner.value_and_gradient(x, y, C * w[:, None] * v[None, :])
+            g_weight = np.sum(C * v[None, :] * k_inner, axis=1)
+        k_inner *= w[:, None]
+        k_inner *= v[None, :]
+        return k_inner, np.concatenate([g_inner, g_weight[:, None]], axis=1)
 
     def batched(self, Xa, Xb) -> np.ndarray:
         wa, wb = Xa[..., -1], Xb[..., -1]

@@ -32,8 +32,8 @@ class GAP:
     Parameters
     ----------
     terms : list
-        Terms implementing :class:`gapx.terms.Term` — ``gapx.TwoBody`` and/or ``gapx.SOAP``
-        (each carries delta, n_sparse, sparse_method).
+        Terms implementing :class:`gapx.terms.Term` — ``gapx.TwoBody``, ``gapx.ThreeBody`` and/or
+        ``gapx.SOAP`` (each carries delta, n_sparse, sparse_method).
     sigma_energy, sigma_force, sigma_virial : float
         Default noise: eV/atom (scaled by sqrt(n_atoms)), eV/Å, eV/atom (scaled by sqrt(n_atoms)).
     config_type_sigma : dict, optional
@@ -68,7 +68,8 @@ class GAP:
     optimize : None or "evidence"
         ``"evidence"``: before each fit, choose delta per term and the noise sigmas (per
         config_type when the frames have one) by maximising the sparse GP's evidence
-        (:func:`gapx.hyperparameters.optimize_hyperparameters`), then fit with them; the model
+        (:func:`gapx.hyperparameters.optimize_hyperparameters`); the fit with the values found
+        follows from the same statistics, without another pass over the data. The model
         keeps the values found and ``summary["evidence"]`` reports them with the evidence before
         and after.
     """
@@ -219,12 +220,10 @@ class GAP:
         if self.optimize != "evidence":
             self._adopt(fitting.fit(self, frames, client=client))
             return self.summary
-        frames = list(frames)
-        found = hyperparameters.optimize_hyperparameters(self, frames, client=client)
+        found, statistics = hyperparameters.optimize_hyperparameters(self, frames, client=client)
         trial = copy.copy(self)
         hyperparameters.apply(trial, found)
-        state = fitting.fit(trial, frames, client=client)
-        state.summary["evidence"] = found.report()
+        state = hyperparameters.fitted_state(trial, statistics, found)
         hyperparameters.apply(self, found)
         self._adopt(state)
         return self.summary

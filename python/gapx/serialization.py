@@ -24,6 +24,7 @@ from ase.data import atomic_numbers
 
 from ._core import __version__
 from .descriptors.soap import SOAP
+from .descriptors.three_body import ThreeBody
 from .descriptors.two_body import TwoBody
 from .ewald import Ewald
 from .fitting import FittedState
@@ -32,14 +33,20 @@ from .kernels import CutoffWeighted, DotProduct, SquaredExponential
 from .uncertainty import Calibration
 
 REGISTRY: dict[str, dict[str, type]] = {
-    "term": {cls.type_name: cls for cls in (SOAP, TwoBody)},
+    "term": {cls.type_name: cls for cls in (SOAP, TwoBody, ThreeBody)},
     "kernel": {cls.type_name: cls for cls in (DotProduct, SquaredExponential, CutoffWeighted)},
     "baseline": {cls.type_name: cls for cls in (Ewald,)},
     "calibration": {cls.type_name: cls for cls in (Calibration,)},
 }
 
 #: Other spellings of a type accepted in fit configs.
-ALIASES = {"twobody": "two_body", "2b": "two_body"}
+ALIASES = {
+    "twobody": "two_body",
+    "2b": "two_body",
+    "threebody": "three_body",
+    "3b": "three_body",
+    "angle_3b": "three_body",
+}
 
 
 def registered_class(family: str, type_name) -> type:
@@ -90,6 +97,7 @@ def model_header(model) -> dict:
             "e0_method": model.e0_method,
             "sparse_jitter": model.sparse_jitter,
             "seed": model.seed,
+            "optimize": model.optimize,
             **model.keys,
         },
         "species": model.species,

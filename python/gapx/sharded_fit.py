@@ -27,7 +27,15 @@ from .fit_memory import TREE_WIDTH, largest_frame, plan_memory
 from .gp import candidates as cand
 from .gp.solver import stacked_factor
 from .labels import extract_labels
-from .shards import combined_summary, fingerprint, plan_blocks, read_block, scan_shards
+from .shards import (
+    combined_summary,
+    fingerprint,
+    plan_blocks,
+    read_block,
+    scan_shards,
+    scanned_terms,
+)
+from .shards import gradient_bytes as shard_gradient_bytes
 
 logger = logging.getLogger("gapx")
 
@@ -190,16 +198,15 @@ def fit_shards(
     ``checkpoint_path``: where progress is written, after sparse selection and then after a
     group of blocks whenever ``checkpoint_interval`` seconds have passed since the last write.
     ``scans``: the shards' :func:`gapx.shards.scan_shards`, when the caller has them (scanned
-    at this model's largest cutoff).
+    for terms of these types and cutoffs).
     ``resume``: continue from that checkpoint when it exists (refused when it was written for
     other data or settings); the result equals the uninterrupted fit's bit for bit.
     """
     start = time.perf_counter()
     model = _settings_only(model)
-    cutoff = max(term.cutoff for term in model.terms)
-    if scans is None or any(s.cutoff != cutoff for s in scans):
+    if scans is None or any(s.terms != scanned_terms(model) for s in scans):
         scans = scan_shards(model, paths, client)
-    gradient_bytes = [blocks.gradient_bytes_of(s.n_atoms, s.n_pairs, model.terms) for s in scans]
+    gradient_bytes = [shard_gradient_bytes(s, model.terms) for s in scans]
     fit_mask = [
         ~s.isolated_atom if model.e0_method == "isolated_atom" else np.ones(s.n_frames, bool)
         for s in scans

@@ -68,8 +68,8 @@ class ShardScan:
     path: str
     sha256: str
     n_atoms: np.ndarray  # (n_frames,) int
-    cutoff: float  # of the pair counts: the largest of the terms'
-    n_pairs: np.ndarray  # (n_frames,) neighbour pairs within ``cutoff``
+    terms: list  # (type_name, cutoff) of the terms it was scanned for
+    gradient_bytes_per_feature: np.ndarray  # (n_frames, n_terms): Term.gradient_bytes / n_features
     energy_per_atom: np.ndarray  # (n_frames,) (energy - baseline) / n_atoms, NaN without energy
     isolated_atom: np.ndarray  # (n_frames,) bool: config_type == "isolated_atom"
     labelled: np.ndarray  # (n_frames, 3) bool: has energy, forces, virial
@@ -79,6 +79,17 @@ class ShardScan:
     @property
     def n_frames(self) -> int:
         return int(self.n_atoms.size)
+
+
+def scanned_terms(model) -> list:
+    """What of the terms a scan depends on: their types and cutoffs."""
+    return [(term.type_name, float(term.cutoff)) for term in model.terms]
+
+
+def gradient_bytes(scan: ShardScan, terms) -> np.ndarray:
+    """Bytes of each frame's descriptor gradients for ``terms`` (those scanned for, possibly
+    with other species): :func:`gapx.blocks.gradient_bytes` from the scan."""
+    return scan.gradient_bytes_per_feature @ np.array([t.n_features for t in terms], float)
 
 
 def file_sha256(path: str) -> str:
@@ -112,11 +123,11 @@ def scan_shard(model, path: str) -> ShardScan:
     atoms; errors name the shard and frame) and return its :class:`ShardScan`.
 
     Of ``model`` the scan uses only what does not depend on the data's species (label keys,
-    baseline, e0 method, the largest cutoff), so a command line can scan before it builds a
-    model whose SOAP species default to the data's."""
+    baseline, e0 method, the terms' types and cutoffs), so a command line can scan before it
+    builds a model whose SOAP species default to the data's: gradient bytes are kept per
+    feature (a term's are proportional to its feature count, an entry per feature)."""
     keys = {name[: -len("_key")]: value for name, value in model.keys.items()}
-    cutoff = max(term.cutoff for term in model.terms)
-    n_atoms, n_pairs, per_atom, isolated, labelled, summaries = [], [], [], [], [], []
+    n_atoms, per_feature, per_atom, isolated, labelled, summaries = [], [], [], [], [], []
     isolated_energy = {}
     first = 0
     try:
@@ -126,9 +137,13 @@ def scan_shard(model, path: str) -> ShardScan:
                 label = extract_labels(atoms, frame, **model.keys)
                 try:
                     as_atomic_numbers(atoms.numbers)
-                    StructureContext(atoms).check_no_overlap()
+                    context = StructureContext(atoms)
+                    context.check_no_overlap()
                 except ValueError as error:
                     raise ValueError(f"frame {frame}: {error}") from None
+                per_feature.append(
+                    [term.gradient_bytes(context) / term.n_features for term in model.terms]
+                )
                 base = 0.0
                 if model.baseline is not None and label.energy is not None:
                     base = float(model.baseline.calculate(atoms)["energy"])
@@ -146,7 +161,6 @@ def scan_shard(model, path: str) -> ShardScan:
                         )
                     isolated_energy[chemical_symbols[atoms.numbers[0]]] = energy
                 n_atoms.append(len(atoms))
-            n_pairs.extend(blocks.pair_counts(frames, cutoff))
             summaries.append(data_summary(frames, keys))
             first += len(frames)
     except ValueError as error:
@@ -159,8 +173,8 @@ def scan_shard(model, path: str) -> ShardScan:
         path=path,
         sha256=file_sha256(path),
         n_atoms=np.array(n_atoms, dtype=np.int64),
-        cutoff=cutoff,
-        n_pairs=np.array(n_pairs, dtype=np.float64),
+        terms=scanned_terms(model),
+        gradient_bytes_per_feature=np.array(per_feature, dtype=np.float64),
         energy_per_atom=np.array(per_atom, dtype=np.float64),
         isolated_atom=np.array(isolated, dtype=bool),
         labelled=np.array(labelled, dtype=bool).reshape(-1, 3),

@@ -3,12 +3,14 @@
 A *term* turns a structure into rows of features. Each row carries a local energy
 ``eps(x) = sum_m alpha_m delta^2 k(x, x_m)``; the total energy of the structure is the sum of its
 rows' local energies. A row belongs to a *kind* (for SOAP the atomic number of its centre, as
-QUIP's ``add_species``; for the two-body term the species pair); rows of different kinds never
-share sparse points, i.e. their kernel is zero. Each row's local energy is attributed to atoms
-through ``owners``: SOAP rows belong to their centre, two-body rows half to each atom of the pair.
+QUIP's ``add_species``; for the two-body term the species pair; for the three-body term the
+centre's species and its neighbours' pair); rows of different kinds never share sparse points,
+i.e. their kernel is zero. Each row's local energy is attributed to atoms through ``owners``:
+SOAP and three-body rows belong to their centre, two-body rows half to each atom of the pair.
 
-:class:`Term` lists what the fit and the prediction use; ``gapx.SOAP`` and ``gapx.TwoBody``
-implement it, and so must any future term. Nothing in gapx asks a term for its class.
+:class:`Term` lists what the fit and the prediction use; ``gapx.SOAP``, ``gapx.TwoBody`` and
+``gapx.ThreeBody`` implement it, and so must any future term. Nothing in gapx asks a term for
+its class.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class Term(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]:
         """dE/dr (n_atoms, 3) and dE/deps (3, 3) from dE/dX (n_rows, n_features) of ``rows``."""
 
+    def gradient_bytes(self, context) -> float:
+        """Bytes of this term's descriptor gradients (position entries and strain) for the
+        structure of ``context`` (a :class:`gapx.neighbors.StructureContext`), from its
+        neighbour list alone: the fit plans its blocks of frames with it."""
+
     def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
         """Most sparse points a fit can choose from a data set with these atom counts (the
         fit's memory is planned with it before any descriptor is computed)."""
@@ -122,9 +129,17 @@ def as_term(obj) -> Term:
     if isinstance(obj, Term):
         return obj
     raise TypeError(
-        f"a GAP term must be gapx.TwoBody, gapx.SOAP or implement gapx.terms.Term, got "
-        f"{type(obj)!r}"
+        "a GAP term must be gapx.TwoBody, gapx.ThreeBody, gapx.SOAP or implement "
+        f"gapx.terms.Term, got {type(obj)!r}"
     )
+
+
+def neighbour_counts(context, cutoff: float) -> np.ndarray:
+    """(n_atoms,) neighbours of each atom within ``cutoff`` (images included) in ``context``."""
+    n_atoms = len(context.numbers)
+    if n_atoms < 2 and not any(context.pbc):
+        return np.zeros(n_atoms, dtype=np.int64)
+    return np.bincount(context.neighbors(cutoff).arrays()[0], minlength=n_atoms)
 
 
 def gradient_backpropagate(

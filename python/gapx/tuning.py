@@ -8,6 +8,9 @@ trial count and seed give the same trials). Each fold's model is fitted with
 training frames and only the descriptor settings are searched. The score is
 ``energy_weight * energy MAE (eV/atom) + force_weight * force MAE (eV/Å)`` on the held-out folds.
 The search stops at a wall-clock deadline (a trial still running is abandoned between folds).
+Given a Dask client, trials run on its workers, a batch of one per worker at a time
+(:func:`_search_on_cluster`); otherwise one after another here, where a trial worse than the
+median after a fold stops there (:func:`_search_here`).
 """
 
 from __future__ import annotations
@@ -109,12 +112,34 @@ class CVResult:
     seconds: float = 0.0
 
 
-def cross_validate(make_model, frames, splits, weights, deadline=math.inf, client=None):
+def _cv_errors(errors: dict, weights) -> CVResult:
+    """The :class:`CVResult` of held-out errors ``{config_type: {"energy": [...], "forces":
+    [...]}}`` (``seconds`` left 0)."""
+
+    def metrics(groups) -> tuple:
+        e = [x for g in groups for x in g["energy"]]
+        f = [x for g in groups for x in g["forces"]]
+        return error_metrics(e)["mae"], error_metrics(np.concatenate(f) if f else [])["mae"]
+
+    energy, force = metrics(errors.values())
+    score = weights[0] * (energy or 0.0) + weights[1] * (force or 0.0)
+    per_type = {}
+    for name, group in errors.items():
+        e, f = metrics([group])
+        per_type[name] = {"energy_mae": e, "force_mae": f}
+    return CVResult(score, energy, force, per_type)
+
+
+def cross_validate(
+    make_model, frames, splits, weights, deadline=math.inf, client=None, on_fold=None
+):
     """Fit ``make_model()`` on each split's training frames, predict its test frames; returns a
-    :class:`CVResult` (MAEs over all held-out frames, per config type too)."""
+    :class:`CVResult` (MAEs over all held-out frames, per config type too). ``on_fold(i,
+    score)`` is called after split i with the score of the splits so far (it may raise to stop
+    the trial, e.g. Optuna's pruning)."""
     start = time.perf_counter()
     errors: dict[str, dict[str, list]] = {}
-    for train, test in splits:
+    for i, (train, test) in enumerate(splits):
         if time.perf_counter() > deadline:
             raise Deadline
         model = make_model()
@@ -130,19 +155,11 @@ def cross_validate(make_model, frames, splits, weights, deadline=math.inf, clien
                 group["energy"].append((out["energy"] - labels.energy) / len(atoms))
             if labels.forces is not None:
                 group["forces"].append((out["forces"] - labels.forces).ravel())
-
-    def metrics(groups) -> tuple:
-        e = [x for g in groups for x in g["energy"]]
-        f = [x for g in groups for x in g["forces"]]
-        return error_metrics(e)["mae"], error_metrics(np.concatenate(f) if f else [])["mae"]
-
-    energy, force = metrics(errors.values())
-    score = weights[0] * (energy or 0.0) + weights[1] * (force or 0.0)
-    per_type = {}
-    for name, group in errors.items():
-        e, f = metrics([group])
-        per_type[name] = {"energy_mae": e, "force_mae": f}
-    return CVResult(score, energy, force, per_type, time.perf_counter() - start)
+        if on_fold is not None and i + 1 < len(splits):
+            on_fold(i, _cv_errors(errors, weights).score)
+    result = _cv_errors(errors, weights)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def trial_config(base: dict, params: dict) -> dict:
@@ -249,6 +266,99 @@ def _cv_row(result: CVResult) -> dict:
     }
 
 
+def _search_here(
+    optuna, frames, base, build_model, space, splits, weights, n_trials, end, seed, client, progress
+):
+    """Trials one after another in this process (each fit's blocks on ``client`` when given);
+    a trial whose score after a fold is worse than the median of the earlier trials at that
+    fold stops there (two trials complete before any is pruned). Returns ``(rows, pruned)``."""
+    rows, pruned, trial = [], 0, None
+
+    def prune_early(fold, score):
+        nonlocal pruned
+        trial.report(score, fold)
+        if trial.should_prune():
+            pruned += 1
+            raise optuna.TrialPruned(f"fold {fold + 1}: worse than the median trial")
+
+    def objective(optuna_trial):
+        nonlocal trial
+        trial = optuna_trial
+        params = suggest(trial, space)
+        config = trial_config(base, params)
+        try:
+            result = cross_validate(
+                lambda: build_model(config), frames, splits, weights, end, client, prune_early
+            )
+        except Deadline:
+            raise optuna.TrialPruned("budget ended") from None
+        rows.append({"number": trial.number, "params": params, **_cv_row(result)})
+        if progress is not None:
+            progress(rows[-1])
+        return result.score
+
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    study.optimize(objective, n_trials=n_trials, timeout=max(end - time.perf_counter(), 1e-3))
+    return rows, pruned
+
+
+def _cluster_trial(config, build_model, frames, splits, weights, seconds):
+    """One trial's CV on a worker (its fits local there) within ``seconds``; None when the
+    time ran out first."""
+    try:
+        result = cross_validate(
+            lambda: build_model(config), frames, splits, weights, time.perf_counter() + seconds
+        )
+    except Deadline:
+        return None
+    return _cv_row(result)
+
+
+def _search_on_cluster(
+    optuna, frames, base, build_model, space, splits, weights, n_trials, end, seed, client, progress
+):
+    """Trials in batches of one per worker, each trial's CV on one worker: the batch is asked
+    of Optuna together (TPE with the constant liar, so a batch spreads out) and told in trial
+    order once all are back, so the search is deterministic for a seed and a number of workers.
+    No pruning (a trial runs on its worker without talking back). Returns ``(rows, 0)``."""
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    shared = client.scatter([frames, splits], broadcast=True)
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    )
+    rows = []
+    while len(study.trials) < n_trials and time.perf_counter() < end:
+        batch = [study.ask() for _ in range(min(n_workers, n_trials - len(study.trials)))]
+        params = [suggest(trial, space) for trial in batch]
+        seconds = end - time.perf_counter()
+        futures = [
+            client.submit(
+                _cluster_trial,
+                trial_config(base, p),
+                build_model,
+                *shared,
+                weights,
+                seconds,
+                pure=False,
+            )
+            for p in params
+        ]
+        for trial, p, row in zip(batch, params, client.gather(futures), strict=True):
+            if row is None:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            study.tell(trial, row["score"])
+            rows.append({"number": trial.number, "params": p, **row})
+            if progress is not None:
+                progress(rows[-1])
+    return rows, 0
+
+
 def tune(
     frames,
     base: dict,
@@ -261,7 +371,8 @@ def tune(
     progress=None,
 ) -> dict:
     """Search ``space`` by CV within ``budget`` seconds; returns the report (JSON values) with
-    ``best`` (params, CV errors), ``config`` (the tuned config), ``trials``, ``complete`` (False
+    ``best`` (params, CV errors), ``config`` (the tuned config), ``trials`` (those that
+    completed), ``n_pruned`` (stopped after a fold worse than the median), ``complete`` (False
     when the budget ended the search before ``settings["trials"]`` trials) and, when
     ``curves``, ``learning_curves``. ``build_model(config)`` makes an unfitted GAP."""
     import optuna
@@ -275,30 +386,22 @@ def tune(
     splits = kfold_splits(
         frames, int(settings["folds"]), int(settings["seed"]), base["keys"]["config_type"]
     )
-    rows = []
-
-    def objective(trial):
-        params = suggest(trial, space)
-        config = trial_config(base, params)
-        try:
-            result = cross_validate(
-                lambda: build_model(config), frames, splits, weights, search_end, client
-            )
-        except Deadline:
-            raise optuna.TrialPruned("budget ended") from None
-        row = {"number": trial.number, "params": params, **_cv_row(result)}
-        rows.append(row)
-        if progress is not None:
-            progress(row)
-        return result.score
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(settings["seed"]))
-    )
     n_trials = int(settings["trials"])
-    study.optimize(
-        objective, n_trials=n_trials, timeout=max(search_end - time.perf_counter(), 1e-3)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = _search_here if client is None else _search_on_cluster
+    rows, pruned = search(
+        optuna,
+        frames,
+        base,
+        build_model,
+        space,
+        splits,
+        weights,
+        n_trials,
+        search_end,
+        int(settings["seed"]),
+        client,
+        progress,
     )
     if not rows:
         raise ValueError(
@@ -309,12 +412,13 @@ def tune(
     model = build_model(config)
     from .hyperparameters import apply, optimize_hyperparameters
 
-    found = optimize_hyperparameters(model, frames, client=client)
+    found, _ = optimize_hyperparameters(model, frames, client=client)
     apply(model, found)
     report = {
-        "complete": len(rows) >= n_trials,
+        "complete": len(rows) + pruned >= n_trials,
         "budget_seconds": budget,
         "n_trials": len(rows),
+        "n_pruned": pruned,
         "folds": int(settings["folds"]),
         "weights": {"energy": weights[0], "force": weights[1]},
         "space": {k: list(v) for k, v in space.items()},

@@ -274,9 +274,28 @@ def miscalibration_area(errors, stds) -> float:
     return float(np.sum(primitive(edges[1:]) - primitive(edges[:-1])))
 
 
+#: Draws of N(0, std^2) errors averaged for ``spearman_calibrated`` (its Monte Carlo error is
+#: about 1 / sqrt(n * draws), below 1e-3 for the thousands of errors a calibration set has).
+SPEARMAN_DRAWS = 16
+
+
+def calibrated_spearman(s: np.ndarray) -> float:
+    """The Spearman correlation of |error| with ``s`` that errors drawn exactly from N(0, s^2)
+    would give (mean of :data:`SPEARMAN_DRAWS` seeded draws): the value a perfectly
+    calibrated model reaches with these stds. It is far below 1 unless the stds spread over
+    orders of magnitude (|error| is a random draw however good the std), so an observed
+    Spearman is judged against it (Pernot, J. Chem. Phys. 156, 114109 (2022))."""
+    rng = np.random.default_rng(0)
+    draws = [
+        scipy.stats.spearmanr(np.abs(rng.standard_normal(s.size)) * s, s)[0]
+        for _ in range(SPEARMAN_DRAWS)
+    ]
+    return float(np.mean(draws))
+
+
 def _metrics(e: np.ndarray, s: np.ndarray) -> dict:
     n = int(e.size)
-    out = {"n": n, "spearman": None, "mean_z2": None}
+    out = {"n": n, "spearman": None, "spearman_calibrated": None, "mean_z2": None}
     out.update({f"coverage_{round(100 * p)}": None for p in COVERAGE_LEVELS})
     out["miscalibration_area"] = None
     if n == 0:
@@ -285,6 +304,7 @@ def _metrics(e: np.ndarray, s: np.ndarray) -> dict:
         z = np.where(e == 0, 0.0, e / s)
     if n >= 2 and np.ptp(s) > 0 and np.ptp(np.abs(e)) > 0:
         out["spearman"] = float(scipy.stats.spearmanr(np.abs(e), s)[0])
+        out["spearman_calibrated"] = calibrated_spearman(s)
     out["mean_z2"] = float(np.mean(z**2))
     levels = coverage_curve(e, s, COVERAGE_LEVELS)
     for p, observed in zip(COVERAGE_LEVELS, levels, strict=True):
@@ -306,6 +326,8 @@ def calibration_metrics(errors: dict, stds: dict) -> dict:
     dict
         ``{"energy": m, "forces": m}``, each ``m`` with ``n`` (number of errors), ``spearman``
         (rank correlation of |error| with std; None below 2 errors or for constant values),
+        ``spearman_calibrated`` (:func:`calibrated_spearman`: what a perfectly calibrated model
+        with these stds would score; compare ``spearman`` with it, not with 1),
         ``mean_z2`` (mean of (error/std)^2; 1 when calibrated), ``coverage_68`` and
         ``coverage_95`` (fraction of errors inside the central 68 % and 95 % Gaussian
         intervals, mean ± 0.994 and ± 1.960 std) and ``miscalibration_area``
@@ -428,7 +450,7 @@ def format_metrics_table(columns: dict) -> str:
     """A fixed-width table of :func:`calibration_metrics`, one row per quantity and entry of
     ``columns`` (e.g. ``{"before": ..., "after": ...}``)."""
     header = (
-        f"{'uncertainty':<14} {'stds':<11} {'n':>7} {'Spearman':>9} {'mean z²':>9} "
+        f"{'uncertainty':<14} {'stds':<11} {'n':>7} {'Spearman':>9} {'(ideal)':>8} {'mean z²':>9} "
         f"{'in 68%':>7} {'in 95%':>7} {'miscal.':>8}"
     )
     lines = [header, "-" * len(header)]
@@ -445,7 +467,8 @@ def format_metrics_table(columns: dict) -> str:
             m = metrics[quantity]
             lines.append(
                 f"{names[quantity]:<14} {label[:11]:<11} {m['n']:>7} "
-                f"{cell(m['spearman'], 9, 3)} {cell(m['mean_z2'], 9, 3)} "
+                f"{cell(m['spearman'], 9, 3)} {cell(m['spearman_calibrated'], 8, 3)} "
+                f"{cell(m['mean_z2'], 9, 3)} "
                 f"{cell(m['coverage_68'], 7, 3)} {cell(m['coverage_95'], 7, 3)} "
                 f"{cell(m['miscalibration_area'], 8, 4)}"
             )

@@ -44,6 +44,13 @@ delta = 1.0
 n_sparse = 300
 sparse_method = "cur"
 
+# [[terms]]            # a three-body term, QUIP's angle_3b
+# type = "three_body"
+# cutoff = 3.0
+# theta = [1.0, 0.5, 1.0]  # length scales of r_ij + r_ik, (r_ij - r_ik)^2, r_jk
+# delta = 0.1
+# n_sparse = 50
+
 [fit]
 sigma_energy = 0.001   # eV/atom
 sigma_force = 0.03     # eV/A

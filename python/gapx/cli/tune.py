@@ -38,7 +38,12 @@ def add_parser(sub) -> None:
     tune_.add_argument("--trials", type=int, help=f"most trials (default {SETTINGS['trials']})")
     tune_.add_argument("--seed", type=int, help="seed of the folds and the sampler")
     tune_.add_argument("--threads", type=int, metavar="N", help="OpenMP/BLAS threads")
-    tune_.add_argument("--dask", metavar="ADDRESS", help="fit on a dask.distributed cluster")
+    tune_.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the trials on a dask.distributed cluster (scheduler address, or 'local'): one "
+        "trial per worker at a time",
+    )
     tune_.set_defaults(func=run)
 
 
@@ -111,7 +116,7 @@ def run(args) -> int:
         "complete"
         if report["complete"]
         else (
-            f"INCOMPLETE: the budget ended after {report['n_trials']} of "
+            f"INCOMPLETE: the budget ended after {report['n_trials'] + report['n_pruned']} of "
             f"{settings['trials']} trials; best config so far"
         )
     )
@@ -135,6 +140,9 @@ def run(args) -> int:
             learning_curve_plot(
                 report["learning_curves"], os.path.join(args.plots, "learning_curves.png")
             )
-    print(f"{status}; {report['n_trials']} trials in {report['seconds']:.1f} s")
+    print(
+        f"{status}; {report['n_trials']} trials completed, {report['n_pruned']} stopped early "
+        f"(worse than the median after a fold), in {report['seconds']:.1f} s"
+    )
     print(f"tuned config written to {args.output}, report to {report_path}")
     return EXIT_OK

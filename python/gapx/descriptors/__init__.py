@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .soap import SOAP
+from .three_body import ThreeBody
 from .two_body import TwoBody
 
-__all__ = ["SOAP", "TwoBody"]
+__all__ = ["SOAP", "ThreeBody", "TwoBody"]

@@ -10,7 +10,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from .. import _core
 from ..gp.selection import check_sparse_method, select_sparse
 from ..kernels import DotProduct
-from ..terms import DescriptorGradients, TermRows
+from ..terms import DescriptorGradients, TermRows, neighbour_counts
 from ..validation import (
     as_cutoff,
     atoms_arrays,
@@ -304,6 +304,12 @@ class SOAP:
         """dE/dr (n_atoms, 3) and dE/deps (3, 3) from dE/dX (n_atoms, F), in C++."""
         dE_dr, dE_dstrain = self.backpropagate(atoms, dE_dX, context=context)
         return np.asarray(dE_dr), np.asarray(dE_dstrain)
+
+    def gradient_bytes(self, context) -> float:
+        """An entry per centre and neighbour (and the self term), a strain block per centre."""
+        n_atoms = len(context.numbers)
+        n_pairs = float(neighbour_counts(context, self.cutoff).sum())
+        return 8.0 * self.n_features * (3 * (n_atoms + n_pairs) + 9 * n_atoms)
 
     def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
         return sum(

@@ -10,7 +10,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ..gp.selection import SPARSE_METHODS, check_sparse_method, select_sparse
 from ..kernels import CutoffWeighted, SquaredExponential
 from ..neighbors import StructureContext
-from ..terms import DescriptorGradients, TermRows, gradient_backpropagate
+from ..terms import DescriptorGradients, TermRows, gradient_backpropagate, neighbour_counts
 from ..validation import (
     as_atomic_numbers,
     as_cutoff,
@@ -185,6 +185,11 @@ class TwoBody:
         if rows.gradients is None:
             rows = self.rows(atoms, gradients=True, context=context)
         return gradient_backpropagate(rows, dE_dX, len(atoms))
+
+    def gradient_bytes(self, context) -> float:
+        """Per pair row (half the full list): two position entries and a strain block."""
+        n_rows = 0.5 * float(neighbour_counts(context, self.cutoff).sum())
+        return 8.0 * self.n_features * (2 * 3 + 9) * n_rows
 
     def max_sparse_points(self, atoms_per_species: dict[str, int]) -> int:
         n_species = len(atoms_per_species)

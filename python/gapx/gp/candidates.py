@@ -8,9 +8,11 @@ the sampling over all rows — for CUR with the leverage scores of the whole dat
 blockwise from the Gram matrix ``X^T X`` (summed over blocks) instead of the rows. Only the
 random stream differs from :func:`gapx.gp.selection.select_sparse` on the gathered rows (one
 generator per block instead of one for all), so the chosen set is a different draw from the
-same distribution. Other methods (FPS, TwoBody's "uniform") select among the union of the
-blocks' candidates with the term's own ``select_sparse``; "uniform" stays exact (each block's
-grid keeps its range's ends), FPS becomes FPS over per-block FPS points.
+same distribution. Repeated rows count once (the smallest of their keys), as a term that
+selects among distinct rows (ThreeBody) would have it. Other methods (FPS, TwoBody's
+"uniform") select among the union of the blocks' candidates with the term's own
+``select_sparse``; "uniform" stays exact (each block's grid keeps its range's ends), FPS
+becomes FPS over per-block FPS points.
 """
 
 from __future__ import annotations
@@ -58,12 +60,20 @@ def block_candidates(term, X: np.ndarray, block: int, projection, rng) -> Candid
         scores = np.ones(X.shape[0]) if method == "random" else np.sum((X @ projection) ** 2, 1)
         with np.errstate(divide="ignore"):
             keys = rng.exponential(size=X.shape[0]) / scores
-        keep = np.sort(np.argsort(keys, kind="stable")[: term.n_sparse])
+        keep = np.sort(_smallest_distinct(X, keys, term.n_sparse))
         order = np.stack([np.full(keep.size, block), keep], axis=1)
         return Candidates(X[keep], keys[keep], order)
     if method == "all" or X.shape[0] <= term.n_sparse:
         return Candidates(X.copy())
     return Candidates(np.asarray(term.select_sparse(X, rng), dtype=np.float64))
+
+
+def _smallest_distinct(points: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` smallest keys among distinct rows (a row repeated, e.g. the same
+    environment in two frames, keeps its smallest key): K_MM of repeated points is singular."""
+    by_key = np.argsort(keys, kind="stable")
+    _, first = np.unique(points[by_key], axis=0, return_index=True)
+    return by_key[np.sort(first)][:n]
 
 
 def merge_candidates(term, running: Candidates | None, new: Candidates, rng) -> Candidates:
@@ -74,7 +84,7 @@ def merge_candidates(term, running: Candidates | None, new: Candidates, rng) -> 
     if term.sparse_method in KEYED_METHODS:
         keys = np.concatenate([running.keys, new.keys])
         order = np.concatenate([running.order, new.order])
-        keep = np.argsort(keys, kind="stable")[: term.n_sparse]
+        keep = _smallest_distinct(points, keys, term.n_sparse)
         # Data order (block, row), as the gathered selection returns its rows.
         keep = keep[np.lexsort((order[keep, 1], order[keep, 0]))]
         return Candidates(points[keep], keys[keep], order[keep])

@@ -64,12 +64,13 @@ class GroupStatistics:
     log_scale: float = 0.0
 
 
-def _fold(R: np.ndarray, triangle: np.ndarray) -> np.ndarray:
-    """R factor of ``[R ; triangle]`` (both upper triangular (n, n)), in place of R."""
+def fold_triangle(R: np.ndarray, triangle: np.ndarray) -> np.ndarray:
+    """R factor of ``[R ; triangle]`` (both upper triangular (n, n)), in place of R (Fortran
+    order); ``triangle`` is left as it was. Triangle-aware: a third of a dense QR's flops."""
     tpqrt = scipy.linalg.lapack.get_lapack_funcs("tpqrt", (R,))
     n = R.shape[0]
     out, _, _, info = tpqrt(
-        n, max(1, min(64, n)), R, np.asfortranarray(triangle), overwrite_a=True, overwrite_b=True
+        n, max(1, min(64, n)), R, np.array(triangle, order="F"), overwrite_a=True, overwrite_b=True
     )
     if info != 0:
         raise ValueError(f"QR update failed (LAPACK info {info})")
@@ -104,7 +105,9 @@ class Evidence:
             2 * math.pi
         )
 
-    def _factor(self, log_delta, log_sigma):
+    def factor(self, log_delta, log_sigma):
+        """``(Delta per column, beta per group, R)``: R (M + 1, M + 1) has chol(C)^T as its
+        top-left block, ``chol(C)^-T c`` in its last column and the residual rho in its corner."""
         M = self.n_columns
         d = np.exp(np.asarray(log_delta, dtype=np.float64))[self.column_term]
         beta = np.exp(-2.0 * np.asarray(log_sigma, dtype=np.float64))
@@ -113,7 +116,7 @@ class Evidence:
         scale = np.append(d, 1.0)
         for g, b in zip(self.groups, beta, strict=True):
             if g.n_rows:
-                R = _fold(R, math.sqrt(b) * g.R * scale[None, :])
+                R = fold_triangle(R, math.sqrt(b) * g.R * scale[None, :])
         return d, beta, R
 
     def value(self, log_delta, log_sigma) -> float:
@@ -124,7 +127,7 @@ class Evidence:
         """``(log p, d/d log_delta (n_terms,), d/d log_sigma (n_groups,))`` (gradients None
         when ``gradient`` is False)."""
         M = self.n_columns
-        d, beta, R = self._factor(log_delta, log_sigma)
+        d, beta, R = self.factor(log_delta, log_sigma)
         Rc = np.triu(R[:M, :M])
         diag = np.abs(np.diag(Rc))
         if diag.size and diag.min() <= 0:
@@ -161,6 +164,6 @@ class Evidence:
     def weights(self, log_delta, log_sigma) -> np.ndarray:
         """The posterior mean weights alpha (M,) of the fit with these hyperparameters."""
         M = self.n_columns
-        d, _, R = self._factor(log_delta, log_sigma)
+        d, _, R = self.factor(log_delta, log_sigma)
         v = scipy.linalg.solve_triangular(np.triu(R[:M, :M]), R[:M, M], check_finite=False)
         return v / d

@@ -22,10 +22,12 @@ def qr_solve(A: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
     qr, _, _, info = geqrf(A, lwork=int(work[0].real), overwrite_a=True)
     if info != 0:
         raise ValueError(f"QR factorisation failed (LAPACK info {info})")
-    return _triangular_solve(qr[: n_columns + 1, : n_columns + 1], n_columns)
+    return triangular_solve(qr[: n_columns + 1, : n_columns + 1], n_columns)
 
 
-def _triangular_solve(R_aug: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+def triangular_solve(R_aug: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and R (M, M) from the (M + 1)^2 factor of the augmented system ``[A | b]``;
+    refuses a rank-deficient R."""
     R = np.triu(R_aug[:n_columns, :n_columns])
     qtb = R_aug[:n_columns, n_columns].copy()
     diag = np.abs(np.diag(R))
@@ -70,7 +72,7 @@ class StreamingQR:
 
     def solve(self) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``alpha`` (M,) and upper-triangular R (M, M)."""
-        return _triangular_solve(self.R, self.n_columns)
+        return triangular_solve(self.R, self.n_columns)
 
 
 def stacked_factor(n_columns: int, *parts: np.ndarray) -> np.ndarray:
