@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 from structures import strained_fcc_cells
 
 import gapx
+from gapx.sharded_fit import block_factor as _real_block_factor
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -123,3 +127,87 @@ def test_cli_fit_on_the_cluster(client, tmp_path, capsys):
         rtol=1e-6,
         atol=1e-9,
     )
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory):
+    ase_io = pytest.importorskip("ase.io")
+    folder = tmp_path_factory.mktemp("shards")
+    frames = strained_fcc_cells(np.random.default_rng(0), 24, repeat=(2, 2, 2), rattle=0.1)
+    for k in range(3):
+        ase_io.write(folder / f"part{k}.xyz", frames[8 * k : 8 * k + 8], format="extxyz")
+    return folder
+
+
+_opened: list[str] | None = None
+
+
+def _record_opens(event, args):
+    if _opened is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened.append(os.fsdecode(args[0]))
+
+
+def test_sharded_fit_on_the_cluster_reads_shards_on_the_workers(client, shard_folder):
+    global _opened
+    data = str(shard_folder / "*.xyz")
+    local = make_model()
+    local.fit(data)
+
+    sys.addaudithook(_record_opens)
+    _opened = []
+    try:
+        on_cluster = make_model()
+        with distributed.get_task_stream(client) as stream:
+            on_cluster.fit(data, client=client)
+        again = make_model()
+        again.fit(data, client=client)
+        opened = [p for p in _opened if p.startswith(str(shard_folder))]
+    finally:
+        _opened = None
+    # The client sent paths and frame ranges: it never opened a shard.
+    assert opened == []
+    names = {distributed.utils.key_split(task["key"]) for task in stream.data}
+    assert {
+        "scan_shard",
+        "block_gram",
+        "block_candidates",
+        "block_factor",
+        "merge_factors",
+    } <= names
+    scale = np.max(np.abs(local.alpha))
+    assert np.max(np.abs(on_cluster.alpha - local.alpha)) <= RELATIVE_AGREEMENT * scale
+    np.testing.assert_array_equal(on_cluster.alpha, again.alpha)
+
+    # The tree's shape is fixed by the block order: one worker gives the same bits as two.
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as single,
+    ):
+        one_worker = make_model()
+        one_worker.fit(data, client=single)
+    np.testing.assert_array_equal(one_worker.alpha, on_cluster.alpha)
+    np.testing.assert_array_equal(one_worker.R, on_cluster.R)
+
+
+def _dying_block_factor(shared, block):
+    """The real block task, except that the worker running block 3 dies the first time."""
+    marker = f"{block.path}.died"
+    if block.index == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return _real_block_factor(shared, block)
+
+
+def test_a_worker_dying_mid_fit_leaves_the_result_unchanged(client, shard_folder, monkeypatch):
+    from gapx import sharded_fit
+
+    data = str(shard_folder / "*.xyz")
+    expected = make_model()
+    expected.fit(data, client=client)
+    monkeypatch.setattr(sharded_fit, "block_factor", _dying_block_factor)
+    survived = make_model()
+    survived.fit(data, client=client)
+    assert os.path.exists(f"{shard_folder / 'part0.xyz'}.died")  # a worker really died
+    np.testing.assert_array_equal(survived.alpha, expected.alpha)

@@ -211,7 +211,7 @@ def test_streamed_statistics_match_dense_evidence_of_the_design_rows():
     assert names == ["x.sigma_energy", "x.sigma_force", "y.sigma_energy", "y.sigma_force"]
     labels = [extract_labels(a, n) for n, a in enumerate(frames)]
     e0 = fitting.compute_e0(model, frames, labels, range(len(frames)))
-    targets = fitting._targets(model, frames, labels, e0)
+    targets = fitting.frame_targets(model, frames, labels, e0)
     unit = unit_sparse_sets(model, frames, blocks.gradient_bytes(frames, model.terms))
     M = sum(s.size for s in unit)
     ones = [(t[0], t[1], None, (1.0, 1.0, 1.0)) for t in targets]

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .gp import design
-from .gp.solver import StreamingQR
+from .gp.solver import stacked_factor
 from .neighbors import StructureContext
 
 
@@ -44,10 +44,11 @@ def gradient_bytes(frames, terms) -> np.ndarray:
     return out
 
 
-def design_row_bytes(frames, n_columns: int) -> np.ndarray:
-    """Bytes of each frame's design rows while a block is assembled: its (1 + 3 n_atoms + 6)
-    rows of M + 1 columns, held twice (assembly and the noise-scaled copy)."""
-    n_atoms = np.array([len(atoms) for atoms in frames], dtype=np.float64)
+def design_row_bytes(n_atoms, n_columns: int) -> np.ndarray:
+    """Bytes of each frame's design rows while a block is assembled, from the frames' atom
+    counts: its (1 + 3 n_atoms + 6) rows of M + 1 columns, held twice (assembly and the
+    noise-scaled copy)."""
+    n_atoms = np.asarray(n_atoms, dtype=np.float64)
     return 16.0 * (7 + 3 * n_atoms) * (n_columns + 1)
 
 
@@ -87,6 +88,57 @@ def map_blocks(client, fn, shared, block_args, block_sizes, desc, verbose):
             yield result
             progress.update(size)
     progress.close()
+
+
+def reduce_groups(client, leaf, combine, shared, leaf_args, width: int, desc: str, verbose):
+    """Yield, per group of ``width`` consecutive blocks, the group's ``leaf(shared, *args)``
+    results reduced in block order: ``combine(shared, combine(shared, r0, r1), r2) ...``.
+
+    The reduction's shape depends only on the block order and ``width``, so the result is the
+    same here or on any cluster, whatever its size. On a cluster the leaves run in parallel and
+    the merges on the workers too: the client receives only each group's root. Here, each leaf
+    is merged as soon as it is computed (three results in memory at most). Enough groups are
+    in flight to keep every worker busy (two per ``width`` workers, at least two).
+    """
+    groups = [leaf_args[i : i + width] for i in range(0, len(leaf_args), width)]
+    progress = tqdm(total=len(leaf_args), desc=desc, disable=not verbose, leave=False)
+    if client is None:
+        for group in groups:
+            yield _fold(group, lambda args: leaf(shared, *args), lambda a, b: combine(shared, a, b))
+            progress.update(len(group))
+        progress.close()
+        return
+    [shared_future] = client.scatter([shared], broadcast=True, hash=False)
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    window = max(2, -(-2 * n_workers // width))
+
+    def submit(group):
+        return _fold(
+            group,
+            lambda args: client.submit(leaf, shared_future, *args, pure=False),
+            lambda a, b: client.submit(combine, shared_future, a, b, pure=False),
+        )
+
+    pending = collections.deque()
+    queue = iter(groups)
+    for group in itertools.islice(queue, window):
+        pending.append((submit(group), len(group)))
+    while pending:
+        root, size = pending.popleft()
+        result = root.result()
+        root.release()
+        for group in itertools.islice(queue, 1):
+            pending.append((submit(group), len(group)))
+        yield result
+        progress.update(size)
+    progress.close()
+
+
+def _fold(items, leaf, combine):
+    node = None
+    for item in items:
+        node = leaf(item) if node is None else combine(node, leaf(item))
+    return node
 
 
 def descriptor_values(terms, frames) -> list[dict[int, np.ndarray]]:
@@ -174,10 +226,4 @@ def block_factor(model_parts, frames, targets) -> np.ndarray:
     Folding R instead of the rows gives the same normal matrix and solution, and keeps what a
     worker sends back to at most (M+1)^2 numbers.
     """
-    rows = scaled_rows(model_parts, frames, targets)
-    n_columns = model_parts[2]
-    if rows.shape[0] <= n_columns + 1:
-        return rows
-    partial = StreamingQR(n_columns)
-    partial.add_rows(rows)
-    return partial.R
+    return stacked_factor(model_parts[2], scaled_rows(model_parts, frames, targets))

@@ -133,3 +133,27 @@ def format_summary(summary: dict) -> str:
             f"  labelled frames: {labels}",
         ]
     )
+
+
+def merge_summaries(summaries: list[dict]) -> dict:
+    """One :func:`data_summary` of the frames of several (shards' summaries, in order)."""
+    if not summaries:
+        raise ValueError("no summaries to merge")
+    species, types, labels = Counter(), Counter(), Counter()
+    for s in summaries:
+        species.update(s["species"])
+        types.update(s["config_types"])
+        labels.update(s["labels"])
+    return {
+        "n_frames": sum(s["n_frames"] for s in summaries),
+        "n_atoms": sum(s["n_atoms"] for s in summaries),
+        "atoms_per_frame": (
+            min(s["atoms_per_frame"][0] for s in summaries),
+            max(s["atoms_per_frame"][1] for s in summaries),
+        ),
+        "species": dict(sorted(species.items(), key=lambda kv: atomic_numbers.get(kv[0], 0))),
+        "config_types": dict(types),
+        "labels": {k: int(labels.get(k, 0)) for k in ("energy", "forces", "virial")},
+        "atoms_with_forces": sum(s["atoms_with_forces"] for s in summaries),
+        "periodic": sum(s["periodic"] for s in summaries),
+    }

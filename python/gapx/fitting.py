@@ -61,10 +61,11 @@ def noise_sigmas(model, labels, n_atoms: int) -> tuple[float, float, float]:
     return e * root, f, v * root
 
 
-def _warn_unused_config_types(model, labels) -> None:
-    """Warn about ``config_type_sigma`` entries that no frame's config_type names (a typo
-    silently fitting those frames with the default sigmas)."""
-    known = sorted({lab.config_type for lab in labels if lab.config_type is not None})
+def warn_unused_config_types(model, config_types) -> None:
+    """Warn about ``config_type_sigma`` entries that no frame's config_type (``config_types``,
+    the names the frames have) names: a typo silently fitting those frames with the default
+    sigmas."""
+    known = sorted(set(config_types))
     unused = sorted(set(model.config_type_sigma) - set(known))
     if unused:
         warnings.warn(
@@ -114,7 +115,7 @@ def compute_e0(model, frames, labels, fit_index) -> dict[str, float]:
     return dict.fromkeys(species, average)
 
 
-def _targets(model, frames, labels, e0: dict[str, float]) -> list[tuple]:
+def frame_targets(model, frames, labels, e0: dict[str, float]) -> list[tuple]:
     """Per frame ``(energy, forces, virial, sigmas)`` the GP fits: reference − e0 − baseline."""
     e0_by_number = np.zeros(len(chemical_symbols))
     for symbol, value in e0.items():
@@ -234,7 +235,7 @@ def fit_summary(model, fit_frames, targets, sparse_sets, e0) -> dict:
     }
 
 
-def _report(summary: dict, verbose: bool) -> None:
+def report_summary(summary: dict, verbose: bool) -> None:
     s = summary
     lines = [
         f"gapx fit: {s['n_frames']} frames, {s['n_energies']} energies, "
@@ -276,13 +277,15 @@ def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, li
 
     Labels are read and checked, overlapping atoms refused (naming the frame), isolated-atom
     frames dropped when they define e0, and e0 computed by the model's method unless given
-    (``e0`` must then cover every species of ``frames``). ``targets`` are :func:`_targets`.
+    (``e0`` must then cover every species of ``frames``). ``targets`` are :func:`frame_targets`.
     """
     frames = as_frames(frames)
     if not frames:
         raise ValueError("fit needs at least one frame")
     labels = [extract_labels(a, n, **model.keys) for n, a in enumerate(frames)]
-    _warn_unused_config_types(model, labels)
+    warn_unused_config_types(
+        model, {lab.config_type for lab in labels if lab.config_type is not None}
+    )
     for n, atoms in enumerate(frames):
         try:
             as_atomic_numbers(atoms.numbers)  # elements only: no dummy atoms
@@ -304,7 +307,7 @@ def prepare(model, frames, e0: dict[str, float] | None = None) -> tuple[list, li
             raise ValueError(f"species {missing} have no e0 (the given e0 covers {sorted(e0)})")
     fit_frames = [frames[n] for n in fit_index]
     fit_labels = [labels[n] for n in fit_index]
-    return fit_frames, _targets(model, fit_frames, fit_labels, e0), e0, fit_labels
+    return fit_frames, frame_targets(model, fit_frames, fit_labels, e0), e0, fit_labels
 
 
 def fit(model, frames, client=None, *, e0=None, sparse_points=None) -> FittedState:
@@ -327,13 +330,14 @@ def fit(model, frames, client=None, *, e0=None, sparse_points=None) -> FittedSta
     n_columns = sum(s.size for s in sparse_sets)
     clock.lap("sparse_selection")
     summary = fit_summary(model, fit_frames, targets, sparse_sets, e0)
-    _report(summary, model.verbose)
+    report_summary(summary, model.verbose)
 
     # Pass 2: stream frames in blocks; each block's noise-scaled rows [K_NM/sigma, y/sigma]
     # are folded into the R factor at once, so the design matrix is never held whole.
     solver = prior_solver(sparse_sets)
     plan = blocks.frame_blocks(
-        gradient_bytes + blocks.design_row_bytes(fit_frames, n_columns), model.block_memory
+        gradient_bytes + blocks.design_row_bytes([len(a) for a in fit_frames], n_columns),
+        model.block_memory,
     )
     for rows in blocks.map_blocks(
         client,

@@ -164,7 +164,8 @@ def evidence_statistics(model, frames, client=None) -> Statistics:
     names: list[str] = []
     scaled_targets, groups = _frame_groups(model, fit_frames, fit_labels, targets, names)
     plan = blocks.frame_blocks(
-        gradient_bytes + blocks.design_row_bytes(fit_frames, n_columns), model.block_memory
+        gradient_bytes + blocks.design_row_bytes([len(a) for a in fit_frames], n_columns),
+        model.block_memory,
     )
     parts = [[StreamingQR(n_columns), 0, 0.0] for _ in names]
     for block in blocks.map_blocks(

@@ -11,7 +11,7 @@ import scipy.sparse
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from . import fitting, hyperparameters, serialization, uncertainty
+from . import fitting, hyperparameters, serialization, sharded_fit, shards, uncertainty
 from .engine import engine_for, engine_threads
 from .fitting import E0_METHODS, FittedState
 from .gp.predictive import predictive_variances
@@ -61,6 +61,10 @@ class GAP:
         back.
     block_memory : float
         Bytes of descriptor gradients and design rows held at once while assembling.
+    memory_limit : float, optional
+        Bytes each process of a fit of shard files may hold (see :mod:`gapx.fit_memory`):
+        blocks shrink to stay under it, and a fit that cannot (R itself too large) is refused
+        before any descriptor is computed, with the numbers.
     verbose : bool
         Print the fit summary and show progress bars.
     optimize : None or "evidence"
@@ -90,6 +94,7 @@ class GAP:
         config_type_key: str = DEFAULT_KEYS["config_type"],
         baseline=None,
         block_memory: float = 256e6,
+        memory_limit: float | None = None,
         verbose: bool = True,
         optimize: str | None = None,
     ):
@@ -137,6 +142,9 @@ class GAP:
             raise TypeError("baseline must provide calculate(atoms) and to_dict()")
         self.baseline = baseline
         self.block_memory = positive_number("block_memory", block_memory)
+        self.memory_limit = (
+            None if memory_limit is None else positive_number("memory_limit", memory_limit)
+        )
         self.verbose = bool(verbose)
         if optimize not in OPTIMIZE_MODES:
             raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, got {optimize!r}")
@@ -149,24 +157,68 @@ class GAP:
         #: :class:`gapx.uncertainty.Calibration` of every reported std, or None (see calibrate).
         self.calibration: uncertainty.Calibration | None = None
 
-    def fit(self, frames, client=None) -> dict:
+    def fit(
+        self,
+        frames,
+        client=None,
+        *,
+        checkpoint=None,
+        resume: bool = False,
+        checkpoint_interval: float = 600.0,
+        scans=None,
+    ) -> dict:
         """Fit the model to labelled frames; returns (and stores in ``.summary``) a summary.
 
-        ``frames``: a list of ``ase.Atoms`` (a single Atoms is one frame). Frames carry total
+        ``frames``: a list of ``ase.Atoms`` (a single Atoms is one frame), or training data in
+        files: a path, a glob pattern, or a list of them (extxyz shards). Frames carry total
         energies, forces and/or virials (or stresses), each optional per frame; a
         ``config_type_sigma`` entry that names no frame's config_type gets a warning. The
         summary gives the number of targets, sparse points per term and kind, the memory of the
         stacked design matrix, the e0 used and the fit time.
 
+        Shards are read where they are used (:mod:`gapx.sharded_fit`): a scan pass first reads
+        each once (a missing or corrupt shard is named before the fit starts), then blocks of
+        frames are read by whoever computes them, so no process holds the data set. Sparse
+        points are chosen from per-block candidates (:mod:`gapx.gp.candidates`: CUR and random
+        are the same sampling as on gathered rows, with another random stream).
+
         ``client``: a ``dask.distributed.Client``. When given, descriptors and the design-matrix
-        blocks are computed on its workers, each block reduced there to its (M+1)^2 R factor,
-        and the factors are folded on this process in block order (deterministic for a given
-        data set and block size, whatever the cluster).
+        blocks are computed on its workers, each block reduced there to its (M+1)^2 R factor;
+        Atoms lists fold the factors on this process in block order, shards merge them by a tree
+        on the workers first. Both are deterministic for a given data set and block size,
+        whatever the cluster.
+
+        ``checkpoint`` (shards only): a file the fit writes its progress to (after sparse
+        selection, then every ``checkpoint_interval`` seconds between groups of blocks);
+        ``resume=True`` continues from it, giving the uninterrupted fit's result bit for bit
+        (refused when it was written for other data or settings). ``scans``: the shards'
+        :func:`gapx.shards.scan_shards` when already done (the command line scans first).
 
         The fit is transactional: the model's fitted state changes only when the fit completes;
         a fit that raises leaves the model exactly as it was. A completed fit resets
         ``calibration`` to None: the calibration was of the previous fit's stds.
         """
+        if shards.is_file_source(frames):
+            if self.optimize == "evidence":
+                raise ValueError(
+                    "optimize='evidence' needs the frames in memory: pass a list of Atoms "
+                    "(gapx.read_frames) or fit the shards without it"
+                )
+            paths = shards.shard_paths(frames)
+            self._adopt(
+                sharded_fit.fit_shards(
+                    self,
+                    paths,
+                    client,
+                    checkpoint_path=None if checkpoint is None else os.fspath(checkpoint),
+                    resume=resume,
+                    checkpoint_interval=checkpoint_interval,
+                    scans=scans,
+                )
+            )
+            return self.summary
+        if checkpoint is not None or resume or scans is not None:
+            raise ValueError("checkpoint and resume need training data in files (shards)")
         if self.optimize != "evidence":
             self._adopt(fitting.fit(self, frames, client=client))
             return self.summary

@@ -73,3 +73,15 @@ class StreamingQR:
     def solve(self) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``alpha`` (M,) and upper-triangular R (M, M)."""
         return triangular_solve(self.R, self.n_columns)
+
+
+def stacked_factor(n_columns: int, *parts: np.ndarray) -> np.ndarray:
+    """R (M+1, M+1) of the rows ``parts`` stacked in order (each a block of rows or an R
+    factor, which stands for its rows), or the stacked rows themselves while they are no taller
+    than wide: the TSQR step, ``R^T R = sum of parts^T parts``."""
+    if sum(p.shape[0] for p in parts) <= n_columns + 1:
+        return np.asfortranarray(np.concatenate(parts))
+    solver = StreamingQR(n_columns)
+    for part in parts:
+        solver.add_rows(part)
+    return solver.R

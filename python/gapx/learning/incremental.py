@@ -166,7 +166,8 @@ class IncrementalFit:
         learner.sparse_sets = fitting.make_sparse_sets(model, sparse_points)
         learner._solver = fitting.prior_solver(learner.sparse_sets)
         plan = blocks.frame_blocks(
-            gradient_bytes + blocks.design_row_bytes(fit_frames, learner.n_columns),
+            gradient_bytes
+            + blocks.design_row_bytes([len(a) for a in fit_frames], learner.n_columns),
             model.block_memory,
         )
         for b in plan:
