@@ -48,6 +48,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-sparse", type=int, default=1000, help="reference, per species")
     parser.add_argument("--budget", type=float, default=1200.0, help="gapx tune seconds")
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=50, help="gapx tune's trial count")
     parser.add_argument("--max-sparse", type=int, default=1000, help="tune's n_sparse range top")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", default=None)
@@ -64,7 +65,8 @@ def main(argv=None) -> dict:
         if args.smoke:
             train_path = REPO / "tests" / "data" / "ethanol_train_50.extxyz"
             test_path = REPO / "tests" / "data" / "ethanol_test_20.extxyz"
-            args.n_sparse, args.budget, args.max_sparse = 20, 12.0, 20
+            # Two trials end the search: the smoke run does not hang on the machine's speed.
+            args.n_sparse, args.budget, args.max_sparse, args.trials = 20, 120.0, 20, 2
         else:
             train_path = Path(args.data_dir) / f"rmd17_{molecule}_train_01.extxyz"
             test_path = Path(args.data_dir) / f"rmd17_{molecule}_test_01.extxyz"
@@ -119,6 +121,8 @@ def main(argv=None) -> dict:
                     str(args.budget),
                     "--folds",
                     str(args.folds),
+                    "--trials",
+                    str(args.trials),
                     "-o",
                     str(tuned),
                 ]

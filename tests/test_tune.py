@@ -143,7 +143,7 @@ def test_tune_budget_ending_mid_search_writes_best_so_far(tmp_path, capsys):
             "-c",
             _write(tmp_path),
             "--budget",
-            "6",
+            "15",
             "--folds",
             "2",
             "--trials",
