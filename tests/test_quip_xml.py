@@ -19,6 +19,7 @@ from quip_models import (
 
 import gapx
 from gapx import serialization
+from gapx.descriptors.three_body import triplet_kind
 
 pytest.importorskip("quippy")
 
@@ -39,6 +40,14 @@ MODELS = {
         "sparse_method=uniform : " + SOAP_CU.format(zeta=2),
         ["Au", "Cu"],
         "",
+    ),
+    "two_three_body_soap_CuAu": (
+        "distance_2b cutoff=4.5 covariance_type=ard_se delta=0.3 theta_uniform=0.8 n_sparse=10 "
+        "sparse_method=uniform add_species=T : angle_3b cutoff=3.0 cutoff_transition_width=0.7 "
+        "covariance_type=ard_se delta=0.05 theta_uniform=1.3 n_sparse=8 sparse_method=random "
+        "add_species=T : " + SOAP_CU.format(zeta=2),
+        ["Au", "Cu"],
+        "rnd_seed=1",
     ),
 }
 
@@ -70,6 +79,20 @@ def test_import_finds_the_blocks(quip_models):
     assert model.sigma_force == 0.03
 
 
+def test_import_finds_the_angle_3b_blocks(quip_models):
+    """add_species=T writes one angle_3b block per species triplet: one ThreeBody, six kinds."""
+    model = gapx.from_quip(quip_models["two_three_body_soap_CuAu"][0])
+    two_body, three_body, soap = model.terms
+    assert isinstance(three_body, gapx.ThreeBody)
+    assert (three_body.cutoff, three_body.cutoff_transition_width) == (3.0, 0.7)
+    assert three_body.theta == (1.3, 1.3, 1.3)
+    assert (three_body.Z, three_body.Z1, three_body.Z2) == (None, None, None)
+    kinds = sorted(s.kind for s in model.sparse_sets if s.term == 1)
+    expected = [triplet_kind(c, a, b) for c in (29, 79) for a, b in ((29, 29), (29, 79), (79, 79))]
+    assert kinds == expected
+    assert all(s.points.shape[1] == 4 for s in model.sparse_sets if s.term == 1)
+
+
 def test_imported_model_is_a_full_gapx_model(quip_models, tmp_path):
     """predict with stds, save and load as .gapx, the ASE calculator, select, calibrate."""
     xml, symbols = quip_models["two_body_soap_CuAu"]
@@ -96,6 +119,7 @@ def _gapx_fitted_model():
     frames = training_frames(["Au", "Cu"], n_frames=5, seed=3)
     terms = [
         gapx.TwoBody(cutoff=4.5, delta=0.3, theta=0.8, n_sparse=8),
+        gapx.ThreeBody(cutoff=3.0, delta=0.05, theta=(1.5, 2.0, 1.2), n_sparse=6),
         gapx.SOAP(
             species=["Cu", "Au"],
             cutoff=4.0,
@@ -145,6 +169,22 @@ def test_export_reproduces_gapx_in_quippy_and_round_trips(tmp_path):
         ours, theirs = xml_only.predict(atoms, std=False), original.predict(atoms, std=False)
         assert ours["energy"] == pytest.approx(theirs["energy"], abs=1e-9)
         np.testing.assert_allclose(ours["forces"], theirs["forces"], atol=1e-9)
+
+
+def test_export_of_a_three_body_with_species_filters(tmp_path):
+    """A filtered ThreeBody exports one block per admitted triplet; quippy agrees."""
+    frames = training_frames(["Au", "Cu"], n_frames=3, seed=4)
+    term = gapx.ThreeBody(cutoff=3.0, Z="Cu", Z1="Au", delta=0.05, theta=1.4, n_sparse=5)
+    model = gapx.GAP([term], verbose=False)
+    model.fit(frames)
+    assert sorted(s.kind for s in model.sparse_sets) == [
+        triplet_kind(29, 79, 29),
+        triplet_kind(29, 79, 79),
+    ]
+    model.to_quip(tmp_path / "filtered.xml")
+    assert_matches_quippy(
+        model, str(tmp_path / "filtered.xml"), comparison_structures(["Au", "Cu"])
+    )
 
 
 def test_export_refuses_what_quip_cannot_express(tmp_path):
@@ -243,6 +283,21 @@ def test_unsupported_descriptors_settings_and_potentials(model_copy):
         gapx.from_quip(path)
     path.write_text(re.sub(r'init_args="IP GAP', 'init_args="Sum init_args_pot1={IP Glue}', text))
     with pytest.raises(NotImplementedError, match="Glue"):
+        gapx.from_quip(path)
+
+
+def test_angle_3b_for_any_species_is_refused(quip_models, tmp_path):
+    xml = quip_models["two_three_body_soap_CuAu"][0]
+    folder = os.path.dirname(xml)
+    for name in os.listdir(folder):
+        if name.startswith("gap.xml"):
+            shutil.copy(os.path.join(folder, name), tmp_path / name)
+    path = tmp_path / "gap.xml"
+    text = path.read_text()
+    unset = re.sub(r"(<descriptor>\s*angle_3b[^<]*?) Z=\d+", r"\1", text, count=1)
+    assert unset != text
+    path.write_text(unset)
+    with pytest.raises(NotImplementedError, match="angle_3b without all of Z, Z1 and Z2"):
         gapx.from_quip(path)
 
 

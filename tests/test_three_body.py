@@ -327,50 +327,6 @@ def _gap_fit(tmp_path, frames, descriptor: str):
     return xml
 
 
-def _quip_angle_3b_model(xml_path):
-    """A gapx.GAP from a gap_fit XML of angle_3b blocks (a minimal reader for this test; the
-    library's own importer is gapx.from_quip)."""
-    import xml.etree.ElementTree as ET
-
-    from ase.data import chemical_symbols
-
-    from gapx.fitting import FittedState
-    from gapx.gp.sparse_set import SparseSet, kmm_cholesky
-
-    root = ET.parse(xml_path).getroot()
-    params = root.find("GAP_params")
-    e0 = {chemical_symbols[int(e.get("Z"))]: float(e.get("value")) for e in params.iter("e0")}
-    terms, sparse_sets, alpha = [], [], []
-    for n, block in enumerate(params.iter("gpCoordinates")):
-        settings = dict(item.split("=", 1) for item in block.find("descriptor").text.split()[1:])
-        theta = [float(t) for t in block.find("theta").text.split()]
-        term = gapx.ThreeBody(
-            cutoff=float(settings["cutoff"]),
-            cutoff_transition_width=float(settings.get("cutoff_transition_width", 0.5)),
-            Z=int(settings.get("Z", 0)),
-            Z1=int(settings.get("Z1", 0)),
-            Z2=int(settings.get("Z2", 0)),
-            delta=float(block.get("signal_variance")),
-            theta=theta,
-        )
-        points = np.loadtxt(xml_path.parent / block.get("sparseX_filename")).reshape(
-            -1, int(block.get("dimensions"))
-        )
-        entries = block.findall("sparseX")
-        weights = np.array([float(e.get("sparseCutoff")) for e in entries])
-        points = np.c_[points, weights]
-        kind = triplet_kind(term.Z, term.Z1, term.Z2)
-        factor, jitter = kmm_cholesky(term.kernel, points, term.delta, 1e-8)
-        sparse_sets.append(
-            SparseSet(n, kind, points, len(alpha), term.delta, jitter=jitter, factor=factor)
-        )
-        alpha.extend(float(e.get("alpha")) for e in entries)
-        terms.append(term)
-    model = gapx.GAP(terms, e0=e0, verbose=False)
-    model._adopt(FittedState(e0, sparse_sets, np.array(alpha), np.eye(len(alpha))))
-    return model
-
-
 def test_gap_fit_angle_3b_model_is_reproduced(tmp_path):
     potential = pytest.importorskip("quippy.potential")
     rng = np.random.default_rng(11)
@@ -381,14 +337,19 @@ def test_gap_fit_angle_3b_model_is_reproduced(tmp_path):
         "angle_3b cutoff=3.2 cutoff_transition_width=0.7 n_sparse=10 covariance_type=ard_se "
         "delta=0.4 theta_uniform=1.3 sparse_method=random add_species=T",
     )
-    model = _quip_angle_3b_model(xml)
-    assert len(model.terms) == 6  # one block per (centre, neighbour pair) of Cu and Al
+    model = gapx.from_quip(xml)
+    # one block per (centre, neighbour pair) of Cu and Al, all kinds of one term
+    (term,) = model.terms
+    assert isinstance(term, gapx.ThreeBody)
+    assert term.theta == (1.3, 1.3, 1.3)
+    kinds = [triplet_kind(c, a, b) for c in (13, 29) for a, b in ((13, 13), (13, 29), (29, 29))]
+    assert sorted(s.kind for s in model.sparse_sets) == kinds
     calculator = potential.Potential(param_filename=str(xml))
     tests = random_cu_al_cells(np.random.default_rng(12), 4)
     cluster = random_structure(
         rng, ["Cu", "Al"], 6, cell=np.eye(3) * 3.5, pbc=False, min_distance=2
     )
-    assert model.terms[0].rows(cluster).n_rows + model.terms[1].rows(cluster).n_rows > 0
+    assert term.rows(cluster).n_rows > 0
     for atoms in [*tests, cluster]:
         quip = atoms.copy()
         quip.calc = calculator

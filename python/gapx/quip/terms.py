@@ -4,15 +4,16 @@ A QUIP GAP block (``<gpCoordinates>``) is one descriptor string, a covariance, d
 and sparse points. :data:`DESCRIPTOR_BUILDERS` maps the descriptor's name to a function that
 turns the block into a gapx term, a sparse-set kind and the points and weights in gapx's
 layout; :data:`TERM_EXPORTERS` maps a term's ``type_name`` to the inverse. Another descriptor
-(``angle_3b`` with :class:`gapx.ThreeBody`) plugs in by adding an entry to each table; a
-builder receives the block's ``n_permutations`` and its ``<permutation>`` handling is its own.
+plugs in by adding an entry to each table; a builder receives the block's ``n_permutations``
+and its ``<permutation>`` handling is its own.
 
 Conventions, found by comparing energies with quippy: a block's local energy is
 ``signal_variance**2 sum_s alpha_s k(x, x_s)`` (``signal_variance`` is delta); ``dot_product``
 is ``(x . x_s)**zeta`` on the unit SOAP vectors (QUIP's has one more, zero element);
 ``ard_se`` is ``exp(-sum_d (x_d - y_d)**2 / (2 theta_d**2))`` times the cutoff weights of
-both rows (``sparseCutoff``); and distance_2b counts every pair in both directions, so gapx's
-weights (one row per unordered pair) are twice QUIP's.
+both rows (``sparseCutoff``); distance_2b counts every pair in both directions, so gapx's
+weights (one row per unordered pair) are twice QUIP's; angle_3b keeps both neighbour orderings
+of a triplet, as :class:`gapx.ThreeBody` does, so its weights are QUIP's unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ..descriptors.soap import SOAP
+from ..descriptors.three_body import (
+    N_GEOMETRIC_FEATURES,
+    TRIPLET_KIND_BASE,
+    ThreeBody,
+    triplet_kind,
+)
 from ..descriptors.two_body import PAIR_KIND_BASE, TwoBody
 
 #: QUIP's ``covariance_type`` codes in gpCoordinates.
@@ -244,8 +251,45 @@ def build_distance_2b(block: RawBlock) -> ImportedBlock:
     return ImportedBlock(key, term, kind, points, 2.0 * block.alpha, term.delta, (z1, z2))
 
 
+THREE_BODY_KEYS = {"cutoff", "cutoff_transition_width", "z", "z1", "z2"}
+
+
+def build_angle_3b(block: RawBlock) -> ImportedBlock:
+    """One species triplet (Z; Z1, Z2) of a ThreeBody term without species filters: blocks that
+    differ only in their species share the term, each block one kind of it."""
+    _check_keys(block, THREE_BODY_KEYS, {})
+    _check_covariance(block, ARD_SE, "ard_se")
+    _check_no_permutations(block)
+    _check_dimensions(block, N_GEOMETRIC_FEATURES)
+    species = tuple(_setting(block, key, int, 0) for key in ("z", "z1", "z2"))
+    if 0 in species:
+        raise NotImplementedError(
+            f"{block.where}: angle_3b without all of Z, Z1 and Z2 (a block for any species) is "
+            "not supported by gapx: fit with add_species=T or give the species"
+        )
+    if block.theta.shape != (N_GEOMETRIC_FEATURES,):
+        raise ValueError(
+            f"{block.where}: angle_3b needs {N_GEOMETRIC_FEATURES} theta, got {block.theta.size}"
+        )
+    term = ThreeBody(
+        cutoff=_setting(block, "cutoff", float),
+        cutoff_transition_width=_setting(block, "cutoff_transition_width", float, 0.5),
+        delta=block.signal_variance,
+        theta=tuple(float(t) for t in block.theta),
+        n_sparse=max(len(block.alpha), 1),
+    )
+    points = np.c_[block.points, block.cutoffs]
+    kind = int(triplet_kind(*species))
+    key = _term_key(term)
+    return ImportedBlock(key, term, kind, points, block.alpha, term.delta, species)
+
+
 #: QUIP descriptor name -> builder of its gapx term.
-DESCRIPTOR_BUILDERS = {"soap": build_soap, "distance_2b": build_distance_2b}
+DESCRIPTOR_BUILDERS = {
+    "soap": build_soap,
+    "distance_2b": build_distance_2b,
+    "angle_3b": build_angle_3b,
+}
 
 
 @dataclass
@@ -304,5 +348,27 @@ def export_two_body(term: TwoBody, kind: int, points: np.ndarray, alpha: np.ndar
     )
 
 
+def export_three_body(
+    term: ThreeBody, kind: int, points: np.ndarray, alpha: np.ndarray, delta: float
+):
+    centre, pair = divmod(int(kind), TRIPLET_KIND_BASE)
+    z1, z2 = divmod(pair, PAIR_KIND_BASE)
+    descriptor = (
+        f"angle_3b cutoff={term.cutoff!r} "
+        f"cutoff_transition_width={term.cutoff_transition_width!r} Z={centre} Z1={z1} Z2={z2} "
+        f"covariance_type=ard_se delta={delta!r} n_sparse={len(points)}"
+    )
+    return ExportedBlock(
+        descriptor,
+        ARD_SE,
+        delta,
+        None,
+        np.array(term.theta),
+        points[:, :N_GEOMETRIC_FEATURES].copy(),
+        points[:, N_GEOMETRIC_FEATURES].copy(),
+        alpha,
+    )
+
+
 #: gapx term type_name -> exporter of one of its sparse sets as a QUIP block.
-TERM_EXPORTERS = {"soap": export_soap, "two_body": export_two_body}
+TERM_EXPORTERS = {"soap": export_soap, "two_body": export_two_body, "three_body": export_three_body}

@@ -223,8 +223,9 @@ def from_quip(path):
     """Load a QUIP/GAP XML model (``gap_fit``'s ``gp_file``) as a fitted :class:`gapx.GAP`.
 
     Supported: ``soap`` (dot_product, any zeta, QUIP's radial basis: imported as
-    ``gapx.SOAP(radial_basis="quip")``) and ``distance_2b`` (ard_se, as ``gapx.TwoBody``)
-    blocks, several of each, e0 per species, sparse points inline or in sparseX files. The
+    ``gapx.SOAP(radial_basis="quip")``), ``distance_2b`` (ard_se, as ``gapx.TwoBody``) and
+    ``angle_3b`` (ard_se, one block per species triplet, as ``gapx.ThreeBody``) blocks, several
+    of each, e0 per species, sparse points inline or in sparseX files. The
     model predicts what quippy predicts; its stds are the prior's (the file has no posterior
     covariance) until calibrated. Raises NotImplementedError for descriptors, settings or core
     potentials gapx does not implement, ValueError for malformed or inconsistent files.

@@ -2,10 +2,10 @@
 quip`` read, with one ``sparseX`` file per block beside it.
 
 Only terms QUIP can express are written (:data:`gapx.quip.terms.TERM_EXPORTERS`: SOAP with the
-QUIP radial basis, TwoBody); anything else raises ValueError saying what to do instead. QUIP's
-format has no place for what only gapx uses (the weights' posterior covariance, noise
-settings, calibration), so the complete gapx model is also written beside the XML
-(``<xml>.gapx``) and named, with its md5 sum, by a ``<gapx_model>`` element that QUIP ignores:
+QUIP radial basis, TwoBody, ThreeBody); anything else raises ValueError saying what to do
+instead. QUIP's format has no place for what only gapx uses (the weights' posterior
+covariance, noise settings, calibration), so the complete gapx model is also written beside the
+XML (``<xml>.gapx``) and named, with its md5 sum, by a ``<gapx_model>`` element that QUIP ignores:
 :func:`gapx.from_quip` then returns exactly the model that was exported.
 """
 
