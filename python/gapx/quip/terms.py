@@ -304,6 +304,8 @@ class ExportedBlock:
     points: np.ndarray
     cutoffs: np.ndarray
     alpha: np.ndarray
+    #: The ``<permutation>`` text: the identity, as long as gap_fit writes it for the descriptor.
+    permutation: str = "1"
 
 
 def export_soap(term: SOAP, kind: int, points: np.ndarray, alpha: np.ndarray, delta: float):
@@ -367,6 +369,7 @@ def export_three_body(
         points[:, :N_GEOMETRIC_FEATURES].copy(),
         points[:, N_GEOMETRIC_FEATURES].copy(),
         alpha,
+        " ".join(str(d) for d in range(1, N_GEOMETRIC_FEATURES + 1)),
     )
 
 

@@ -91,7 +91,7 @@ def write_quip(model, path, label: str = "GAP_gapx", gapx_copy: bool = True) -> 
             theta = ElementTree.SubElement(coordinates, "theta")
             theta.text = " ".join(repr(float(t)) for t in block.theta)
         ElementTree.SubElement(coordinates, "descriptor").text = block.descriptor
-        ElementTree.SubElement(coordinates, "permutation", i="1").text = "1"
+        ElementTree.SubElement(coordinates, "permutation", i="1").text = block.permutation
         for i, (alpha, cutoff) in enumerate(zip(block.alpha, block.cutoffs, strict=True), 1):
             ElementTree.SubElement(
                 coordinates,
