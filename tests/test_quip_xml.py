@@ -3,6 +3,8 @@ gap_fit fits in the test (skipped where quippy-ase is not installed)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ from quip_models import (
 import gapx
 from gapx import serialization
 from gapx.descriptors.three_body import triplet_kind
+from gapx.fitting import FittedState
 
 pytest.importorskip("quippy")
 
@@ -172,7 +175,9 @@ def test_export_reproduces_gapx_in_quippy_and_round_trips(tmp_path):
 
 
 def test_export_of_a_three_body_with_species_filters(tmp_path):
-    """A filtered ThreeBody exports one block per admitted triplet; quippy agrees."""
+    """A filtered ThreeBody exports one block per admitted triplet; quippy agrees; from_quip
+    returns the exported model, filters included (the XML has no place for them), but not a
+    sidecar whose settings differ from the XML's."""
     frames = training_frames(["Au", "Cu"], n_frames=3, seed=4)
     term = gapx.ThreeBody(cutoff=3.0, Z="Cu", Z1="Au", delta=0.05, theta=1.4, n_sparse=5)
     model = gapx.GAP([term], verbose=False)
@@ -183,8 +188,24 @@ def test_export_of_a_three_body_with_species_filters(tmp_path):
     ]
     structures = comparison_structures(["Au", "Cu"])
     assert np.abs(model.predict(structures[0], std=False)["forces"]).max() > 1e-2
-    model.to_quip(tmp_path / "filtered.xml")
-    assert_matches_quippy(model, str(tmp_path / "filtered.xml"), structures)
+    xml = tmp_path / "filtered.xml"
+    model.to_quip(xml)
+    assert_matches_quippy(model, str(xml), structures)
+    header, arrays = _model_file_contents(model)
+    back = gapx.from_quip(xml)
+    assert back.terms == [term]
+    assert _model_file_contents(back)[0] == header
+    np.testing.assert_array_equal(_model_file_contents(back)[1]["alpha"], arrays["alpha"])
+
+    other = gapx.GAP([dataclasses.replace(term, theta=1.5)], verbose=False)
+    other._adopt(FittedState(model.e0, model.sparse_sets, model.alpha, model.R, model.summary))
+    sidecar = tmp_path / "filtered.xml.gapx"
+    other.save(sidecar)
+    digest = hashlib.md5(sidecar.read_bytes()).hexdigest()
+    xml.write_text(re.sub(r'md5sum="[0-9a-f]+" */>', f'md5sum="{digest}" />', xml.read_text()))
+    with pytest.warns(UserWarning, match="does not match the XML"):
+        imported = gapx.from_quip(xml)
+    assert imported.terms[0].Z is None
 
 
 def test_export_refuses_what_quip_cannot_express(tmp_path):

@@ -161,6 +161,17 @@ def _species(text: str) -> list[int]:
     return numbers
 
 
+#: Term settings QUIP's XML does not hold: they steer the fit (``n_sparse``, ``sparse_method``)
+#: or only drop rows of kinds that have no sparse points (ThreeBody's species filters), so a
+#: term read back from the XML may differ from the exported one in them and predict the same.
+SETTINGS_NOT_IN_XML = frozenset({"n_sparse", "sparse_method", "Z", "Z1", "Z2"})
+
+
+def settings_in_xml(term) -> dict:
+    """The settings of ``term`` that its QUIP blocks carry."""
+    return {k: v for k, v in term.to_dict().items() if k not in SETTINGS_NOT_IN_XML}
+
+
 def _term_key(term) -> tuple:
     """What blocks must share to be one gapx term: every setting but the sparse-point count."""
     settings = term.to_dict()

@@ -27,7 +27,7 @@ from ..gp.sparse_set import SparseSet
 from ..model import GAP, load
 from .settings_string import parse_settings
 from .sparse_points import read_inline, read_sparse_file
-from .terms import DESCRIPTOR_BUILDERS, RawBlock
+from .terms import DESCRIPTOR_BUILDERS, RawBlock, settings_in_xml
 
 
 def _parse(path: str):
@@ -247,9 +247,11 @@ def from_quip(path):
 
 
 def _same_prediction(a, b) -> bool:
-    """Whether two models predict the same mean: terms, e0, sparse sets and weights equal."""
+    """Whether two models predict the same mean: the terms' settings that the XML holds, e0,
+    sparse sets and weights equal (a loaded model's terms admit every kind of its sparse
+    sets, so the settings the XML lacks do not change its prediction)."""
     return (
-        [t.to_dict() for t in a.terms] == [t.to_dict() for t in b.terms]
+        [settings_in_xml(t) for t in a.terms] == [settings_in_xml(t) for t in b.terms]
         and a.e0 == b.e0
         and [(s.term, s.kind, s.offset) for s in a.sparse_sets]
         == [(s.term, s.kind, s.offset) for s in b.sparse_sets]
