@@ -89,6 +89,8 @@ class ThreeBody:
     ``cutoff``, ``cutoff_transition_width``, ``Z``, ``Z1``, ``Z2``, ``delta`` (its
     ``signal_variance``) and ``theta``; its sparse points are ``np.c_[sparseX, sparseCutoff]``
     (the last column is the cutoff weight) and its ``alpha`` their weights.
+    :func:`gapx.from_quip` reads such blocks (one species triplet each) as the kinds of one
+    unfiltered term and :meth:`gapx.GAP.to_quip` writes one block per kind.
 
     Parameters
     ----------
