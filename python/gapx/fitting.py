@@ -81,17 +81,30 @@ def _baseline_energy(model, atoms) -> float:
     return 0.0 if model.baseline is None else float(model.baseline.calculate(atoms)["energy"])
 
 
-def compute_e0(model, frames, labels, fit_index) -> dict[str, float]:
-    """Per-species e0 by the model's ``e0_method`` (see :class:`gapx.GAP`)."""
-    species = sorted({chemical_symbols[z] for a in frames for z in a.numbers})
-    method = model.e0_method
+def e0_by_method(method, species, isolated: dict, per_atom) -> dict[str, float]:
+    """e0 of each of ``species`` by ``method`` (see :class:`gapx.GAP`) from what the data gives:
+    ``isolated`` the energy of each isolated_atom frame's species and ``per_atom`` the energies
+    per atom of the fitted frames that have one (both with the baseline removed)."""
     if isinstance(method, dict):
         missing = [s for s in species if s not in method]
         if missing:
             raise ValueError(f"e0 has no entry for species {missing}")
         return {s: method[s] for s in species}
     if method == "isolated_atom":
-        e0 = {}
+        missing = [s for s in species if s not in isolated]
+        if missing:
+            raise ValueError(f"e0='isolated_atom' but no isolated_atom frame for {missing}")
+        return {s: isolated[s] for s in species}
+    if not len(per_atom):
+        logger.warning("e0='average' but no frame has an energy: e0 set to 0")
+    return dict.fromkeys(species, float(np.mean(per_atom)) if len(per_atom) else 0.0)
+
+
+def compute_e0(model, frames, labels, fit_index) -> dict[str, float]:
+    """Per-species e0 by the model's ``e0_method`` (see :class:`gapx.GAP`)."""
+    species = sorted({chemical_symbols[z] for a in frames for z in a.numbers})
+    isolated = {}
+    if model.e0_method == "isolated_atom":
         for n, (atoms, lab) in enumerate(zip(frames, labels, strict=True)):
             if lab.config_type != "isolated_atom":
                 continue
@@ -99,20 +112,15 @@ def compute_e0(model, frames, labels, fit_index) -> dict[str, float]:
                 raise ValueError(
                     f"frame {n}: an isolated_atom frame must have one atom and an energy"
                 )
-            e0[chemical_symbols[atoms.numbers[0]]] = lab.energy - _baseline_energy(model, atoms)
-        missing = [s for s in species if s not in e0]
-        if missing:
-            raise ValueError(f"e0='isolated_atom' but no isolated_atom frame for {missing}")
-        return e0
+            isolated[chemical_symbols[atoms.numbers[0]]] = lab.energy - _baseline_energy(
+                model, atoms
+            )
     per_atom = [
         (labels[n].energy - _baseline_energy(model, frames[n])) / len(frames[n])
         for n in fit_index
         if labels[n].energy is not None
     ]
-    if not per_atom:
-        logger.warning("e0='average' but no frame has an energy: e0 set to 0")
-    average = float(np.mean(per_atom)) if per_atom else 0.0
-    return dict.fromkeys(species, average)
+    return e0_by_method(model.e0_method, species, isolated, per_atom)
 
 
 def frame_targets(model, frames, labels, e0: dict[str, float]) -> list[tuple]:

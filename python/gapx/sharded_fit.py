@@ -95,25 +95,12 @@ def shard_e0(model, scans, fit_mask) -> dict[str, float]:
         {s for scan in scans for s in scan.summary["species"]},
         key=lambda s: chemical_symbols.index(s),
     )
-    method = model.e0_method
-    if isinstance(method, dict):
-        missing = [s for s in species if s not in method]
-        if missing:
-            raise ValueError(f"e0 has no entry for species {missing}")
-        return {s: method[s] for s in species}
-    if method == "isolated_atom":
-        e0 = {}
-        for scan in scans:
-            e0.update(scan.isolated_energy)
-        missing = [s for s in species if s not in e0]
-        if missing:
-            raise ValueError(f"e0='isolated_atom' but no isolated_atom frame for {missing}")
-        return {s: e0[s] for s in species}
+    isolated = {}
+    for scan in scans:
+        isolated.update(scan.isolated_energy)
     per_atom = np.concatenate([s.energy_per_atom[m] for s, m in zip(scans, fit_mask, strict=True)])
     per_atom = per_atom[~np.isnan(per_atom)]
-    if not per_atom.size:
-        logger.warning("e0='average' but no frame has an energy: e0 set to 0")
-    return dict.fromkeys(species, float(np.mean(per_atom)) if per_atom.size else 0.0)
+    return fitting.e0_by_method(model.e0_method, species, isolated, per_atom)
 
 
 def _select(model, pass1, client) -> dict:
