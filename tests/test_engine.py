@@ -162,9 +162,10 @@ def test_engine_reads_the_model_file(models, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_engine_cuts_one_list_per_term(models):
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_engine_cuts_one_list_per_term(models, name):
     """From one list at the largest cutoff (as LAMMPS gives), per-term lists are cut in C++."""
-    model = models["two_body_soap"]
+    model = models[name]
     atoms = STRUCTURES["small_cell"]
     context = gapx.neighbors.StructureContext(atoms)
     core = engine.engine_for(model)
@@ -175,8 +176,9 @@ def test_engine_cuts_one_list_per_term(models):
         np.testing.assert_allclose(a, b, rtol=0, atol=ENGINE_TOL)
 
 
-def test_per_atom_virial_sums_to_the_virial(models):
-    model = models["two_body_soap"]
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_per_atom_virial_sums_to_the_virial(models, name):
+    model = models[name]
     atoms = STRUCTURES["triclinic"]
     context = gapx.neighbors.StructureContext(atoms)
     lists = [context.neighbors(t.cutoff) for t in model.terms]
@@ -191,8 +193,9 @@ def test_per_atom_virial_sums_to_the_virial(models):
     assert np.abs(want).max() > 1e-3
 
 
-def test_engine_is_deterministic_across_threads(models):
-    model = models["two_body_soap"]
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_engine_is_deterministic_across_threads(models, name):
+    model = models[name]
     atoms = STRUCTURES["triclinic"].repeat(2)
     context = gapx.neighbors.StructureContext(atoms)
     lists = [context.neighbors(t.cutoff) for t in model.terms]
@@ -363,3 +366,49 @@ def test_a_term_the_engine_lacks_takes_the_numpy_path(frames):
     energy, _, dE_dr, _ = _python_mean(model, atoms)
     assert out["energy"] == energy
     np.testing.assert_array_equal(out["forces"], -dE_dr)
+
+
+def _three_body_settings(header):
+    (settings,) = [t for t in header["terms"] if t["type"] == "three_body"]
+    return settings
+
+
+def _three_body_set(header):
+    index = next(n for n, t in enumerate(header["terms"]) if t["type"] == "three_body")
+    return next(s for s in header["sparse_sets"] if s["term"] == index)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda h: _three_body_settings(h).update(theta=[1.0, 2.0]), "one length scale or three"),
+        (lambda h: _three_body_settings(h).update(theta=[1.0, -2.0, 1.0]), "theta must be pos"),
+        (lambda h: _three_body_settings(h).update(Z=-1), "Z must be an atomic number"),
+        (lambda h: _three_body_settings(h).update(cutoff_transition_width=9.0), "exceeds"),
+        # The term's centre filter is Cu: an Al-centred set is impossible.
+        (lambda h: _three_body_set(h).update(kind=13_013_029), "cannot have"),
+    ],
+)
+def test_engine_validates_three_body_settings(models, tmp_path, edit, match):
+    source = tmp_path / "model.gapx"
+    models["two_three_body_soap"].save(source)
+    target = tmp_path / "bad.gapx"
+    _rewrite(source, target, edit)
+    with pytest.raises(ValueError, match=match):
+        _core.Model.read(str(target))
+
+
+def test_engine_reads_one_theta_for_the_three_features(models, tmp_path):
+    """theta=1.2 written as one number (a hand-written or older header) is (1.2, 1.2, 1.2)."""
+    model = models["two_three_body_soap"]
+    source = tmp_path / "model.gapx"
+    model.save(source)
+    target = tmp_path / "scalar_theta.gapx"
+    _rewrite(source, target, lambda h: _three_body_settings(h).update(theta=1.2))
+    atoms = STRUCTURES["small_cell"]
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    got = _core.Model.read(str(target)).compute(atoms.numbers.tolist(), lists)
+    want = _core.Model.read(str(source)).compute(atoms.numbers.tolist(), lists)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
