@@ -82,7 +82,9 @@ class ThreeBodyTerm final : public ModelTerm {
         }
         ws.pair_gradients.setZero(n_pairs, 3);
         ws.pair_energies.setZero(n_centers);
-        const Real d2 = delta_ * delta_;
+        // The rows (j, k) and (k, j) are equal (the features are symmetric in j and k): each
+        // unordered pair is computed once and counts twice.
+        const Real twice_d2 = 2.0 * delta_ * delta_;
         // Each centre writes its own energy and the gradients of its own pairs only: no two
         // threads touch one entry, and every sum runs in list order whatever the thread count.
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 8)
@@ -103,10 +105,10 @@ class ThreeBodyTerm final : public ModelTerm {
                 Real fc_ij = 0.0;
                 Real dfc_ij = 0.0;
                 cosine_cutoff(r_ij, cutoff_, width_, fc_ij, dfc_ij);
-                for (Index b = begin; b < end; ++b) {
+                for (Index b = a + 1; b < end; ++b) {
                     const int zk =
                         numbers[static_cast<size_t>(list.second[static_cast<size_t>(b)])];
-                    if (b == a || !neighbours_match(zj, zk)) {
+                    if (!neighbours_match(zj, zk)) {
                         continue;
                     }
                     const SparseSet *set = find_set(triplet_kind(zi, zj, zk));
@@ -143,13 +145,14 @@ class ThreeBodyTerm final : public ModelTerm {
                             pull[d] += e * scaled[d];
                         }
                     }
-                    energy += d2 * weight * sum;
-                    // dE/dx_d = -d2 w pull_d, dE/dw = d2 sum; then through the distances.
-                    const Real dE_dr_ij = d2 * (-weight * (pull[0] + 2.0 * gap * pull[1]) +
-                                                sum * dfc_ij * fc_ik);
-                    const Real dE_dr_ik = d2 * (-weight * (pull[0] - 2.0 * gap * pull[1]) +
-                                                sum * fc_ij * dfc_ik);
-                    const Real dE_dr_jk = r_jk > 0.0 ? -d2 * weight * pull[2] / r_jk : 0.0;
+                    energy += twice_d2 * weight * sum;
+                    // dE/dx_d = -2 d2 w pull_d, dE/dw = 2 d2 sum; then through the distances.
+                    const Real dE_dr_ij = twice_d2 * (-weight * (pull[0] + 2.0 * gap * pull[1]) +
+                                                      sum * dfc_ij * fc_ik);
+                    const Real dE_dr_ik = twice_d2 * (-weight * (pull[0] - 2.0 * gap * pull[1]) +
+                                                      sum * fc_ij * dfc_ik);
+                    const Real dE_dr_jk =
+                        r_jk > 0.0 ? -twice_d2 * weight * pull[2] / r_jk : 0.0;
                     // r_jk = |D_ik - D_ij|: its gradient lands on the two pairs of the centre.
                     for (int c = 0; c < 3; ++c) {
                         ws.pair_gradients(a, c) +=
