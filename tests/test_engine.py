@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
-from structures import random_cu_al_cells, random_structure, random_triclinic_cell
+from structures import (
+    random_cu_al_cells,
+    random_structure,
+    random_triclinic_cell,
+    strained_fcc_cells,
+)
 
 import gapx
 from gapx import _core, engine, io
@@ -43,13 +48,25 @@ def frames():
 @pytest.fixture(scope="module")
 def models(frames):
     """SOAP only (integer and fractional zeta; QUIP's radial basis with the species in
-    non-increasing order) and TwoBody + SOAP with different cutoffs."""
+    non-increasing order), TwoBody + SOAP with different cutoffs, ThreeBody alone (per-feature
+    theta) and TwoBody + ThreeBody (species filters) + SOAP."""
     return {
         "soap": _fit([_soap()], frames),
         "soap_quip_basis": _fit([_soap(radial_basis="quip", species=["Cu", "Al"])], frames),
         "soap_zeta": _fit([_soap(zeta=2.5, cutoff=3.0)], frames),
         "two_body_soap": _fit(
             [gapx.TwoBody(cutoff=4.0, theta=0.5, n_sparse=8, delta=0.3), _soap()], frames
+        ),
+        "three_body": _fit(
+            [gapx.ThreeBody(cutoff=3.5, theta=[1.0, 1.5, 0.8], n_sparse=10, delta=0.5)], frames
+        ),
+        "two_three_body_soap": _fit(
+            [
+                gapx.TwoBody(cutoff=4.0, theta=0.5, n_sparse=8, delta=0.3),
+                gapx.ThreeBody(cutoff=3.0, Z="Cu", Z1="Cu", n_sparse=8, delta=0.2, theta=1.2),
+                _soap(),
+            ],
+            frames,
         ),
     }
 
@@ -78,11 +95,7 @@ def _python_mean(model, atoms):
     return model._mean_python(atoms, context)
 
 
-@pytest.mark.parametrize("name", ["soap", "soap_zeta", "soap_quip_basis", "two_body_soap"])
-@pytest.mark.parametrize("structure", sorted(STRUCTURES))
-def test_engine_equals_numpy_path(models, name, structure):
-    model = models[name]
-    atoms = STRUCTURES[structure]
+def _assert_engine_equals_numpy_path(model, atoms):
     out = model.predict(atoms, std=False)
     assert engine.engine_for(model) is not None  # the engine computed it
     energy, energies, dE_dr, dE_deps = _python_mean(model, atoms)
@@ -93,6 +106,43 @@ def test_engine_equals_numpy_path(models, name, structure):
     if atoms.cell.rank == 3:
         stress = full_3x3_to_voigt_6_stress(dE_deps) / atoms.get_volume()
         np.testing.assert_allclose(out["stress"], stress, rtol=0, atol=ENGINE_TOL)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["soap", "soap_zeta", "soap_quip_basis", "two_body_soap", "three_body", "two_three_body_soap"],
+)
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_engine_equals_numpy_path(models, name, structure):
+    _assert_engine_equals_numpy_path(models[name], STRUCTURES[structure])
+
+
+@pytest.fixture(scope="module")
+def copper_model():
+    """One species: TwoBody + ThreeBody + SOAP on strained fcc Cu."""
+    terms = [
+        gapx.TwoBody(cutoff=4.0, theta=0.5, n_sparse=8, delta=0.3),
+        gapx.ThreeBody(cutoff=3.2, n_sparse=10, delta=0.2, theta=[1.0, 1.5, 0.8]),
+        _soap(species=["Cu"]),
+    ]
+    return _fit(terms, strained_fcc_cells(np.random.default_rng(2), 3, repeat=(1, 1, 1)))
+
+
+def _copper_structures():
+    rng = np.random.default_rng(12)
+    small = random_structure(
+        rng, ["Cu"], 3, cell=random_triclinic_cell(rng, 3.2, 0.2), min_distance=1.9
+    )
+    cluster = random_structure(rng, ["Cu"], 6, cell=np.eye(3) * 5.0, pbc=False, min_distance=2.0)
+    return {"small_cell": small, "cluster": cluster, "slab": STRUCTURES["slab"]}
+
+
+COPPER_STRUCTURES = _copper_structures()
+
+
+@pytest.mark.parametrize("structure", sorted(COPPER_STRUCTURES))
+def test_engine_equals_numpy_path_one_species(copper_model, structure):
+    _assert_engine_equals_numpy_path(copper_model, COPPER_STRUCTURES[structure])
 
 
 def test_engine_reads_the_model_file(models, tmp_path):
@@ -112,9 +162,10 @@ def test_engine_reads_the_model_file(models, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_engine_cuts_one_list_per_term(models):
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_engine_cuts_one_list_per_term(models, name):
     """From one list at the largest cutoff (as LAMMPS gives), per-term lists are cut in C++."""
-    model = models["two_body_soap"]
+    model = models[name]
     atoms = STRUCTURES["small_cell"]
     context = gapx.neighbors.StructureContext(atoms)
     core = engine.engine_for(model)
@@ -125,8 +176,9 @@ def test_engine_cuts_one_list_per_term(models):
         np.testing.assert_allclose(a, b, rtol=0, atol=ENGINE_TOL)
 
 
-def test_per_atom_virial_sums_to_the_virial(models):
-    model = models["two_body_soap"]
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_per_atom_virial_sums_to_the_virial(models, name):
+    model = models[name]
     atoms = STRUCTURES["triclinic"]
     context = gapx.neighbors.StructureContext(atoms)
     lists = [context.neighbors(t.cutoff) for t in model.terms]
@@ -141,8 +193,9 @@ def test_per_atom_virial_sums_to_the_virial(models):
     assert np.abs(want).max() > 1e-3
 
 
-def test_engine_is_deterministic_across_threads(models):
-    model = models["two_body_soap"]
+@pytest.mark.parametrize("name", ["two_body_soap", "two_three_body_soap"])
+def test_engine_is_deterministic_across_threads(models, name):
+    model = models[name]
     atoms = STRUCTURES["triclinic"].repeat(2)
     context = gapx.neighbors.StructureContext(atoms)
     lists = [context.neighbors(t.cutoff) for t in model.terms]
@@ -232,7 +285,7 @@ def _negative_jitter(header):
 
 
 def _unknown_term(header):
-    header["terms"][0]["type"] = "three_body"
+    header["terms"][0]["type"] = "four_body"
 
 
 @pytest.mark.parametrize(
@@ -243,7 +296,7 @@ def _unknown_term(header):
         (_bad_delta, None, zipfile.ZIP_STORED, ValueError, "delta"),
         (_bad_species, None, zipfile.ZIP_STORED, ValueError, "species do not match"),
         (_negative_jitter, None, zipfile.ZIP_STORED, ValueError, "negative jitter"),
-        (_unknown_term, None, zipfile.ZIP_STORED, NotImplementedError, "three_body"),
+        (_unknown_term, None, zipfile.ZIP_STORED, NotImplementedError, "four_body"),
         (None, {"alpha": np.full(1, np.nan)}, zipfile.ZIP_STORED, ValueError, "alpha"),
     ],
 )
@@ -298,12 +351,64 @@ def test_engine_refuses_a_header_that_is_not_json(saved, tmp_path):
         gapx.load(target)
 
 
+class _PythonOnlyThreeBody(gapx.ThreeBody):
+    """A term type the C++ engine does not know (every built-in term has an engine term)."""
+
+    type_name = "python_only_three_body"
+
+
 def test_a_term_the_engine_lacks_takes_the_numpy_path(frames):
-    """ThreeBody has no C++ engine term: the model predicts through GAP._mean_python."""
-    model = _fit([gapx.ThreeBody(cutoff=3.5, n_sparse=10), _soap()], frames)
+    """A term with no C++ engine term: the model predicts through GAP._mean_python."""
+    model = _fit([_PythonOnlyThreeBody(cutoff=3.5, n_sparse=10), _soap()], frames)
     assert engine.engine_for(model) is None
     atoms = STRUCTURES["triclinic"]
     out = model.predict(atoms, std=False)
     energy, _, dE_dr, _ = _python_mean(model, atoms)
     assert out["energy"] == energy
     np.testing.assert_array_equal(out["forces"], -dE_dr)
+
+
+def _three_body_settings(header):
+    (settings,) = [t for t in header["terms"] if t["type"] == "three_body"]
+    return settings
+
+
+def _three_body_set(header):
+    index = next(n for n, t in enumerate(header["terms"]) if t["type"] == "three_body")
+    return next(s for s in header["sparse_sets"] if s["term"] == index)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda h: _three_body_settings(h).update(theta=[1.0, 2.0]), "one length scale or three"),
+        (lambda h: _three_body_settings(h).update(theta=[1.0, -2.0, 1.0]), "theta must be pos"),
+        (lambda h: _three_body_settings(h).update(Z=-1), "Z must be an atomic number"),
+        (lambda h: _three_body_settings(h).update(cutoff_transition_width=9.0), "exceeds"),
+        # The term's centre filter is Cu: an Al-centred set is impossible.
+        (lambda h: _three_body_set(h).update(kind=13_013_029), "cannot have"),
+    ],
+)
+def test_engine_validates_three_body_settings(models, tmp_path, edit, match):
+    source = tmp_path / "model.gapx"
+    models["two_three_body_soap"].save(source)
+    target = tmp_path / "bad.gapx"
+    _rewrite(source, target, edit)
+    with pytest.raises(ValueError, match=match):
+        _core.Model.read(str(target))
+
+
+def test_engine_reads_one_theta_for_the_three_features(models, tmp_path):
+    """theta=1.2 written as one number (a hand-written or older header) is (1.2, 1.2, 1.2)."""
+    model = models["two_three_body_soap"]
+    source = tmp_path / "model.gapx"
+    model.save(source)
+    target = tmp_path / "scalar_theta.gapx"
+    _rewrite(source, target, lambda h: _three_body_settings(h).update(theta=1.2))
+    atoms = STRUCTURES["small_cell"]
+    context = gapx.neighbors.StructureContext(atoms)
+    lists = [context.neighbors(t.cutoff) for t in model.terms]
+    got = _core.Model.read(str(target)).compute(atoms.numbers.tolist(), lists)
+    want = _core.Model.read(str(source)).compute(atoms.numbers.tolist(), lists)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

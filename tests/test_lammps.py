@@ -199,11 +199,9 @@ STRUCTURES = _structures()
 SPECIES = {"si_triclinic": ["Si"], "si_small_cell": ["Si"], "cu_al": ["Al", "Cu"]}
 
 
-@pytest.mark.parametrize("name", sorted(STRUCTURES))
-def test_lammps_matches_ase(name, plugin, si_model, cu_al_model, tmp_path):
-    model, path = cu_al_model if name == "cu_al" else si_model
-    atoms = _lammps_oriented(STRUCTURES[name])
-    got = _run_zero(tmp_path, plugin, path, atoms, SPECIES[name])
+def _assert_lammps_matches_ase(plugin, model, path, atoms, species, folder):
+    atoms = _lammps_oriented(atoms)
+    got = _run_zero(folder, plugin, path, atoms, species)
     atoms.calc = gapx.GAPCalculator(model)
     n = len(atoms)
     np.testing.assert_allclose(got["energy"] / n, atoms.get_potential_energy() / n, atol=ENERGY_TOL)
@@ -216,6 +214,30 @@ def test_lammps_matches_ase(name, plugin, si_model, cu_al_model, tmp_path):
     virial = got["atom_virial_sum"][[0, 1, 2, 5, 4, 3]] / atoms.get_volume()
     np.testing.assert_allclose(-virial, got["pressure"], rtol=PRESSURE_RTOL, atol=1e-6)
     assert np.abs(got["forces"]).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURES))
+def test_lammps_matches_ase(name, plugin, si_model, cu_al_model, tmp_path):
+    model, path = cu_al_model if name == "cu_al" else si_model
+    _assert_lammps_matches_ase(plugin, model, path, STRUCTURES[name], SPECIES[name], tmp_path)
+
+
+def test_lammps_matches_ase_with_three_body(plugin, tmp_path):
+    """TwoBody + ThreeBody + SOAP: the triplets of ghost neighbours, forces summed onto owners."""
+    model = gapx.GAP(
+        [
+            gapx.TwoBody(cutoff=4.0, n_sparse=8, delta=0.3, theta=0.5),
+            gapx.ThreeBody(cutoff=3.0, n_sparse=10, delta=0.2, theta=[1.0, 1.5, 0.8]),
+            gapx.SOAP(species=["Si"], cutoff=3.8, n_max=3, l_max=2, n_sparse=12, zeta=2),
+        ],
+        verbose=False,
+    )
+    model.fit(_lj_frames(np.random.default_rng(1), 3))
+    path = tmp_path / "si3b.gapx"
+    model.save(path)
+    (tmp_path / "run").mkdir()
+    atoms = STRUCTURES["si_triclinic"]
+    _assert_lammps_matches_ase(plugin, model, str(path), atoms, ["Si"], tmp_path / "run")
 
 
 def test_two_ranks_and_threads_match_one(plugin, si_model, tmp_path, monkeypatch):

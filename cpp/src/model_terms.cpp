@@ -23,14 +23,6 @@ constexpr Index block_rows = 64;
 constexpr Index min_slice = 128;
 constexpr Index min_tasks = 8;
 
-Real positive(const Json &settings, const std::string &key, const std::string &what) {
-    const Real value = settings.at(key, what).number(what + " " + key);
-    if (!(value > 0.0) || !std::isfinite(value)) {
-        throw InvalidArgument(what + " " + key + " must be positive");
-    }
-    return value;
-}
-
 /// Atomic numbers of chemical symbols, in the order given.
 std::vector<int> atomic_numbers_as_given(const Json &symbols, const std::string &what) {
     std::vector<int> numbers;
@@ -248,6 +240,14 @@ class TwoBodyTerm final : public ModelTerm {
 
 } // namespace
 
+Real positive_setting(const Json &settings, const std::string &key, const std::string &what) {
+    const Real value = settings.at(key, what).number(what + " " + key);
+    if (!(value > 0.0) || !std::isfinite(value)) {
+        throw InvalidArgument(what + " " + key + " must be positive");
+    }
+    return value;
+}
+
 std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &what) {
     const std::string &type = settings.at("type", what).string(what + " type");
     if (type == "soap") {
@@ -267,33 +267,36 @@ std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &wh
             throw InvalidArgument(what + ": radial_basis must be 'gto' or 'quip', got '" +
                                   basis_name + "'");
         }
-        options.cutoff = positive(settings, "cutoff", what);
+        options.cutoff = positive_setting(settings, "cutoff", what);
         options.n_max = static_cast<int>(settings.at("n_max", what).integer(what + " n_max"));
         options.l_max = static_cast<int>(settings.at("l_max", what).integer(what + " l_max"));
-        options.atom_sigma = positive(settings, "atom_sigma", what);
-        options.transition_width = positive(settings, "cutoff_transition_width", what);
+        options.atom_sigma = positive_setting(settings, "atom_sigma", what);
+        options.transition_width = positive_setting(settings, "cutoff_transition_width", what);
         options.central_weight =
             settings.at("central_weight", what).number(what + " central_weight");
         if (options.n_max < 1 || options.l_max < 0 || options.l_max > 30) {
             throw InvalidArgument(what + ": n_max must be >= 1 and l_max in [0, 30]");
         }
-        return std::make_unique<SoapTerm>(options, positive(settings, "zeta", what),
-                                          positive(settings, "delta", what));
+        return std::make_unique<SoapTerm>(options, positive_setting(settings, "zeta", what),
+                                          positive_setting(settings, "delta", what));
     }
     if (type == "two_body") {
-        const Real cutoff = positive(settings, "cutoff", what);
-        const Real width = positive(settings, "cutoff_transition_width", what);
+        const Real cutoff = positive_setting(settings, "cutoff", what);
+        const Real width = positive_setting(settings, "cutoff_transition_width", what);
         if (width > cutoff) {
             throw InvalidArgument(what + ": cutoff_transition_width exceeds the cutoff");
         }
         const Json &species = settings.at("species", what);
         return std::make_unique<TwoBodyTerm>(
-            cutoff, width, positive(settings, "delta", what), positive(settings, "theta", what),
+            cutoff, width, positive_setting(settings, "delta", what), positive_setting(settings, "theta", what),
             species.is_null() ? std::vector<int>{} : atomic_numbers(species, what + " species"));
     }
+    if (type == "three_body") {
+        return make_three_body_term(settings, what);
+    }
     throw NotImplemented(what + " is of type '" + type +
-                         "', which the C++ prediction engine does not implement (it has soap "
-                         "and two_body)");
+                         "', which the C++ prediction engine does not implement (it has soap, "
+                         "two_body and three_body)");
 }
 
 } // namespace gapx::detail

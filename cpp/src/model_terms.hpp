@@ -33,8 +33,13 @@ class ModelTerm {
     std::vector<SparseSet> sets_;
 };
 
-/// From a term's to_dict() settings ("soap", "two_body"); the sparse sets come later
+/// settings[key] as a positive finite number (InvalidArgument naming `what` otherwise).
+Real positive_setting(const Json &settings, const std::string &key, const std::string &what);
+
+/// From a term's to_dict() settings ("soap", "two_body", "three_body"); the sparse sets come later
 /// (set_sparse_sets). Throws NotImplemented for another type, InvalidArgument for bad settings.
 std::unique_ptr<ModelTerm> make_term(const Json &settings, const std::string &what);
+/// make_term for "three_body" (three_body_term.cpp).
+std::unique_ptr<ModelTerm> make_three_body_term(const Json &settings, const std::string &what);
 
 } // namespace gapx::detail

@@ -17,7 +17,8 @@ constexpr Real overlap_distance = 0.1;
 
 /// Sparse points of one kind of one term, and their weights (a slice of the model's alpha).
 struct SparseSet {
-    int kind = 0;       ///< SOAP: the centre's atomic number; two-body: Z_low * 1000 + Z_high
+    int kind = 0;       ///< SOAP: the centre's atomic number; two-body: Z_low * 1000 + Z_high;
+                        ///< three-body: Z_centre * 10^6 + Z_low * 1000 + Z_high
     RowMatrix points;   ///< (n_sparse, n_features)
     Eigen::VectorXd weights; ///< (n_sparse,): alpha of these points
     Real delta = 1.0;   ///< energy scale: local energies are delta^2 sum_m w_m k(x, x_m)
@@ -32,7 +33,8 @@ struct ModelWorkspace {
     RowMatrix values;                ///< descriptor rows of the centres
     RowMatrix dE_dx;                 ///< dE/d rows
     Positions pair_gradients;        ///< dE/dD per pair of one term's list
-    Eigen::VectorXd pair_energies;   ///< local energy per pair (two-body)
+    Eigen::VectorXd pair_energies;   ///< local energy per pair (two-body) or centre (three-body)
+    std::vector<Index> centre_starts; ///< where each centre's pairs begin in a list (three-body)
     RowMatrix blocks;                    ///< the rows of one kind, contiguous
     std::vector<Real> task_energies;     ///< per kernel task: local energies of its rows
     std::vector<Real> task_gradients;    ///< per kernel task: dE/dx of its rows
@@ -56,7 +58,8 @@ class ModelTerm;
 }
 
 /// A fitted gapx model for prediction: terms (SOAP with the dot-product kernel, two-body with
-/// the cutoff-weighted squared exponential), e0 per species, sparse points and weights. Built
+/// the cutoff-weighted squared exponential, three-body with the cutoff-weighted ARD one), e0 per
+/// species, sparse points and weights. Built
 /// from a model file, or from the header and arrays gapx.serialization writes into one, and
 /// validated as gapx.load validates the model (every term, sparse set and weight consistent and
 /// finite). Immutable after construction: many threads may predict with one model at once.
