@@ -387,7 +387,10 @@ def test_threads_are_a_runtime_setting():
         ({"atom_sigma": 0.0}, "atom_sigma must be positive"),
         ({"atom_sigma": -0.5}, "atom_sigma must be positive"),
         ({"cutoff": -1.0}, "cutoff must be positive and finite"),
-        ({"cutoff_transition_width": 6.0}, r"cutoff_transition_width \(6.0\) must not exceed"),
+        (
+            {"cutoff_transition_width": 6.0},
+            r"cutoff_transition_width must be in \(0, cutoff=5.0\], got 6.0",
+        ),
         ({"cutoff_transition_width": 0.0}, "cutoff_transition_width must be positive"),
         ({"species": ["Xx"]}, "unknown chemical symbol 'Xx'"),
         ({"species": []}, "at least one element"),

@@ -163,6 +163,15 @@ def as_cutoff(cutoff) -> float:
     return positive_number("cutoff", cutoff)
 
 
+def as_cutoff_and_width(cutoff, width) -> tuple[float, float]:
+    """A cutoff and the width of the smooth decay that ends at it, in (0, cutoff]."""
+    cutoff = as_cutoff(cutoff)
+    width = positive_number("cutoff_transition_width", width)
+    if width > cutoff:
+        raise ValueError(f"cutoff_transition_width must be in (0, cutoff={cutoff}], got {width!r}")
+    return cutoff, width
+
+
 def atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool], np.ndarray]:
     """Split an ase.Atoms into validated (positions, cell, pbc, numbers) arrays.
 

@@ -12,7 +12,7 @@ from ..gp.selection import check_sparse_method, select_sparse
 from ..kernels import DotProduct
 from ..terms import DescriptorGradients, TermRows, neighbour_counts
 from ..validation import (
-    as_cutoff,
+    as_cutoff_and_width,
     atoms_arrays,
     chemical_symbols_list,
     described_settings,
@@ -141,14 +141,9 @@ class SOAP:
             raise ValueError(f"species contains duplicates: {species!r}")
         if radial_basis == "gto":
             numbers = sorted(numbers)
-        cutoff = as_cutoff(cutoff)
         if cutoff_transition_width is None:
             cutoff_transition_width = _DEFAULT_TRANSITION_WIDTH[radial_basis]
-        width = positive_number("cutoff_transition_width", cutoff_transition_width)
-        if width > cutoff:
-            raise ValueError(
-                f"cutoff_transition_width ({width}) must not exceed the cutoff ({cutoff})"
-            )
+        cutoff, width = as_cutoff_and_width(cutoff, cutoff_transition_width)
         central = finite_number("central_weight", central_weight)
         check_sparse_method(sparse_method)
         if n_threads is not None:

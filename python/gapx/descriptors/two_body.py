@@ -13,7 +13,7 @@ from ..neighbors import StructureContext
 from ..terms import DescriptorGradients, TermRows, gradient_backpropagate, neighbour_counts
 from ..validation import (
     as_atomic_numbers,
-    as_cutoff,
+    as_cutoff_and_width,
     chemical_symbols_list,
     described_settings,
     positive_integer,
@@ -78,13 +78,8 @@ class TwoBody:
     type_name = "two_body"
 
     def __post_init__(self):
-        cutoff = as_cutoff(self.cutoff)
+        cutoff, width = as_cutoff_and_width(self.cutoff, self.cutoff_transition_width)
         object.__setattr__(self, "cutoff", cutoff)
-        width = positive_number("cutoff_transition_width", self.cutoff_transition_width)
-        if width > cutoff:
-            raise ValueError(
-                f"cutoff_transition_width must be in (0, cutoff={cutoff}], got {width!r}"
-            )
         object.__setattr__(self, "cutoff_transition_width", width)
         if self.species is not None:
             species = chemical_symbols_list("species", self.species)
