@@ -104,6 +104,23 @@ def run_gap_fit(frames, gap: str, folder: Path) -> Path:
     return folder / "si.xml"
 
 
+def quip_energy_and_forces(xml, cell):
+    """A call computing energy and forces of ``cell`` afresh with quippy's Potential of ``xml``
+    (returns the forces)."""
+    from quippy.potential import Potential
+
+    potential = Potential(param_filename=str(xml))
+    quip_cell = cell.copy()
+    quip_cell.calc = potential
+
+    def call():
+        potential.reset()
+        quip_cell.get_potential_energy()
+        return quip_cell.get_forces()
+
+    return call
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-sparse", type=int, default=1000)
@@ -179,20 +196,11 @@ def main(argv=None) -> dict:
     if gap_fit_binary() is None:
         print("quippy-ase (gap_fit) not installed: QUIP comparison skipped")
     else:
-        from quippy.potential import Potential
-
         with tempfile.TemporaryDirectory(prefix="gapx_bench_predict_") as folder:
             start = time.perf_counter()
             xml = fit_quip(frames, n_sparse, Path(folder))
             quip_fit = time.perf_counter() - start
-            potential = Potential(param_filename=str(xml))
-            quip_cell = cell.copy()
-            quip_cell.calc = potential
-
-            def quip_call():
-                potential.reset()
-                quip_cell.get_potential_energy()
-                return quip_cell.get_forces()
+            quip_call = quip_energy_and_forces(xml, cell)
 
             quip_mean, quip_std, quip_n = time_call(quip_call, min_time)
             quip_forces = quip_call()

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, time_call, write_json  # noqa: E402
-from bench_predict import gap_fit_binary, training_frames  # noqa: E402
+from bench_predict import gap_fit_binary, quip_energy_and_forces, training_frames  # noqa: E402
 
 SOAP = "soap cutoff=5.0 n_max=8 l_max=6 atom_sigma=0.5 zeta=4 delta=1.0 covariance_type=dot_product"
 TWO_BODY = "distance_2b cutoff=5.0 delta=0.5 theta_uniform=1.0 covariance_type=ard_se n_sparse=20"
@@ -127,14 +127,7 @@ def main(argv=None) -> dict:
         folder = Path(name)
         xml = fit_quip(frames, n_sparse, folder)
         model = gapx.from_quip(xml)
-        potential = Potential(param_filename=str(xml))
-        quip_cell = cell.copy()
-        quip_cell.calc = potential
-
-        def quip_call():
-            potential.reset()
-            quip_cell.get_potential_energy()
-            return quip_cell.get_forces()
+        quip_call = quip_energy_and_forces(xml, cell)
 
         difference = np.abs(model.predict(cell, std=False)["forces"] - quip_call()).max()
         gapx_mean, gapx_std, _ = time_call(lambda: model.predict(cell, std=False), min_time)

@@ -27,7 +27,12 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, time_call, write_json  # noqa: E402
-from bench_predict import gap_fit_binary, run_gap_fit, training_frames  # noqa: E402
+from bench_predict import (  # noqa: E402
+    gap_fit_binary,
+    quip_energy_and_forces,
+    run_gap_fit,
+    training_frames,
+)
 
 CUTOFF = 4.0
 WIDTH = 0.5
@@ -105,8 +110,6 @@ def main(argv=None) -> dict:
     if gap_fit_binary() is None:
         print("quippy-ase (gap_fit) not installed: QUIP comparison skipped")
     else:
-        from quippy.potential import Potential
-
         gap = (
             f"angle_3b cutoff={CUTOFF} cutoff_transition_width={WIDTH} n_sparse={n_sparse} "
             f"covariance_type=ard_se delta={DELTA} theta_uniform={THETA} sparse_method=random "
@@ -116,14 +119,7 @@ def main(argv=None) -> dict:
             start = time.perf_counter()
             xml = run_gap_fit(frames, gap, Path(folder))
             quip_fit = time.perf_counter() - start
-            potential = Potential(param_filename=str(xml))
-            quip_cell = cell.copy()
-            quip_cell.calc = potential
-
-            def quip_call():
-                potential.reset()
-                quip_cell.get_potential_energy()
-                return quip_cell.get_forces()
+            quip_call = quip_energy_and_forces(xml, cell)
 
             quip_mean, quip_std, quip_n = time_call(quip_call, min_time)
         results["quip"] = {
