@@ -10,12 +10,13 @@ read only for the final numbers.
 
 ``--smoke`` uses the 50-frame subset in tests/data with tiny settings (seconds).
 
-Measured (quiet 2-core AMD EPYC, ``--molecules ethanol --budget 1200``, 1000 train / 1000 test
-frames): gap_fit's settings (3000 sparse points) fitted by gapx in 31.6 s, test MAE 3.94
-meV/molecule and 23.1 meV/Å; the tuned config (2 of 50 trials in 983 s: rc 5.89, atom_sigma
-0.45, n_max 7, l_max 5, zeta 4, 800 points, TwoBody) 3.47 meV/molecule and 18.6 meV/Å (forces
-19.3 % lower). Evidence at M = 3000: one evaluation 2.4 s; statistics pass 223 s; optimisation
-254 s.
+Measured (2-core AMD EPYC shared with other jobs, load about 3.5; ``--molecules ethanol --budget
+1200``, 1000 train / 1000 test frames): gap_fit's settings (3000 sparse points) fitted by gapx in
+65 s, test MAE 3.94 meV/molecule and 23.1 meV/Å; the tuned config (2 of 50 trials in 930 s: rc
+5.89, atom_sigma 0.45, n_max 7, l_max 5, zeta 4, 800 points, TwoBody) 3.42 meV/molecule and
+18.4 meV/Å (forces 20.3 % lower, energies 13 % lower). Evidence at M = 3000: one evaluation
+4.5 s; statistics pass 81 s (about a fit's time; it was 223 s on a quiet machine before the
+statistics pass reduced blocks as the fit does); optimisation 162 s.
 """
 
 from __future__ import annotations
