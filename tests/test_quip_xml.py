@@ -225,16 +225,20 @@ def test_export_refuses_what_quip_cannot_express(tmp_path):
     assert not list(tmp_path.glob("*.xml*"))
 
 
+def _copy_model_files(xml, folder):
+    """Copies of a gap_fit model's XML and sparseX files in ``folder``: (xml path, its text)."""
+    source = os.path.dirname(xml)
+    for name in os.listdir(source):
+        if name.startswith("gap.xml"):
+            shutil.copy(os.path.join(source, name), folder / name)
+    path = folder / "gap.xml"
+    return path, path.read_text()
+
+
 @pytest.fixture
 def model_copy(quip_models, tmp_path):
     """A copy of the SOAP + TwoBody model's files to corrupt: (xml path, its text)."""
-    xml = quip_models["two_body_soap_CuAu"][0]
-    folder = os.path.dirname(xml)
-    for name in os.listdir(folder):
-        if name.startswith("gap.xml"):
-            shutil.copy(os.path.join(folder, name), tmp_path / name)
-    path = tmp_path / "gap.xml"
-    return path, path.read_text()
+    return _copy_model_files(quip_models["two_body_soap_CuAu"][0], tmp_path)
 
 
 def _sparse_files(text):
@@ -308,13 +312,7 @@ def test_unsupported_descriptors_settings_and_potentials(model_copy):
 
 
 def test_angle_3b_for_any_species_is_refused(quip_models, tmp_path):
-    xml = quip_models["two_three_body_soap_CuAu"][0]
-    folder = os.path.dirname(xml)
-    for name in os.listdir(folder):
-        if name.startswith("gap.xml"):
-            shutil.copy(os.path.join(folder, name), tmp_path / name)
-    path = tmp_path / "gap.xml"
-    text = path.read_text()
+    path, text = _copy_model_files(quip_models["two_three_body_soap_CuAu"][0], tmp_path)
     unset = re.sub(r"(<descriptor>\s*angle_3b[^<]*?) Z=\d+", r"\1", text, count=1)
     assert unset != text
     path.write_text(unset)
