@@ -95,11 +95,11 @@ def _python_mean(model, atoms):
     return model._mean_python(atoms, context)
 
 
-def _assert_engine_equals_numpy_path(model, atoms):
+def _assert_engine_equals_numpy_path(model, atoms, energy_tol=ENGINE_TOL):
     out = model.predict(atoms, std=False)
     assert engine.engine_for(model) is not None  # the engine computed it
     energy, energies, dE_dr, dE_deps = _python_mean(model, atoms)
-    np.testing.assert_allclose(out["energy"], energy, rtol=0, atol=ENGINE_TOL)
+    np.testing.assert_allclose(out["energy"], energy, rtol=0, atol=energy_tol)
     np.testing.assert_allclose(out["energies"], energies, rtol=0, atol=ENGINE_TOL)
     np.testing.assert_allclose(out["forces"], -dE_dr, rtol=0, atol=ENGINE_TOL)
     assert np.abs(dE_dr).max() > 1e-3  # forces are not trivially zero
@@ -203,6 +203,75 @@ def test_engine_is_deterministic_across_threads(models, name):
     one = core.compute(atoms.numbers.tolist(), lists, n_threads=1)
     three = core.compute(atoms.numbers.tolist(), lists, n_threads=3)
     for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _available_kernel_paths():
+    """The dot kernel's instruction-set paths this CPU runs ('generic' always)."""
+    paths = []
+    for isa in ("generic", "avx2", "avx512"):
+        try:
+            _core._dot_kernel(np.ones((1, 8)), np.ones((1, 8)), np.ones(1), 1.0, isa)
+        except ValueError:
+            continue
+        paths.append(isa)
+    return paths
+
+
+@pytest.mark.parametrize("isa", _available_kernel_paths())
+def test_dot_kernel_paths_equal_numpy(isa):
+    """Each path of the engine's kernel against NumPy over row counts around its tiles (1-6
+    rows, past the 32 rows of a call), point counts around its 4-point tiles and 16-point
+    chunks, and feature counts around its vectors, 32-feature segments and 480-feature blocks."""
+    rng = np.random.default_rng(5)
+    for n_rows in (1, 2, 3, 5, 7, 9, 33):
+        for n_points in (1, 3, 4, 5, 16, 17, 37):
+            for n_features in (1, 5, 13, 33, 100, 481, 1030):
+                x = rng.standard_normal((n_rows, n_features))
+                points = rng.standard_normal((n_points, n_features))
+                weights = rng.standard_normal(n_points)
+                for zeta in (1.0, 2.0, 4.0):
+                    dots = x @ points.T
+                    energies = (weights * dots**zeta).sum(axis=1)
+                    gradients = (weights * zeta * dots ** (zeta - 1)) @ points
+                    got_energies, got_gradients = _core._dot_kernel(x, points, weights, zeta, isa)
+                    scale = 1.0 + np.abs(energies).max() + np.abs(gradients).max()
+                    np.testing.assert_allclose(got_energies, energies, rtol=0, atol=1e-13 * scale)
+                    np.testing.assert_allclose(got_gradients, gradients, rtol=0, atol=1e-13 * scale)
+
+
+def test_dot_kernel_refuses_an_unknown_path():
+    with pytest.raises(ValueError, match="no path 'sse9'"):
+        _core._dot_kernel(np.ones((1, 8)), np.ones((1, 8)), np.ones(1), 1.0, "sse9")
+
+
+@pytest.fixture(scope="module")
+def large_model():
+    """150 sparse points per species (each set's points split into two slices of whole and
+    partial 16-point chunks) of 390 features (not a whole number of 32-feature segments)."""
+    frames = random_cu_al_cells(np.random.default_rng(8), 90)
+    return _fit([_soap(n_sparse=150, sparse_method="random", n_max=6, l_max=4, zeta=4)], frames)
+
+
+def test_engine_equals_numpy_path_many_rows_and_points(large_model):
+    """More than 32 atoms of a species (two blocks of rows) against several slices of points."""
+    atoms = STRUCTURES["triclinic"].repeat((2, 2, 3))
+    assert min(np.bincount(atoms.numbers)[[13, 29]]) > 32
+    assert all(s.size == 150 for s in large_model.sparse_sets)
+    # Per-atom energies to ENGINE_TOL, so their sum over 84 atoms to 84 times that.
+    _assert_engine_equals_numpy_path(large_model, atoms, energy_tol=ENGINE_TOL * len(atoms))
+
+
+def test_concurrent_predictions_share_one_engine(large_model):
+    """Threads predicting with one model at once (the GIL is released) each get a workspace of
+    their own from the model's pool: results equal serial ones bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    structures = [STRUCTURES[name].repeat(2) for name in sorted(STRUCTURES)] * 3
+    serial = [large_model.predict(atoms, std=False)["forces"] for atoms in structures]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda a: large_model.predict(a, std=False)["forces"], structures))
+    for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "bindings.hpp"
 
+#include "dot_kernel.hpp"
 #include "gapx/errors.hpp"
 #include "gapx/model.hpp"
 
@@ -44,10 +45,47 @@ py::tuple to_python(ModelOutput &out, bool per_atom_virial) {
                           out.dE_dstrain);
 }
 
+/// The engine's dot kernel on NumPy rows (padded and packed here), for tests of each
+/// instruction-set path.
+py::tuple dot_kernel(const RowMatrix &x, const RowMatrix &points, const Eigen::VectorXd &weights,
+                     Real zeta, const std::string &isa) {
+    const Index n_feat = x.cols();
+    if (points.cols() != n_feat || weights.size() != points.rows()) {
+        throw InvalidArgument("x, points and weights do not match");
+    }
+    const Index stride = detail::padded_stride(n_feat);
+    auto padded = [&](const RowMatrix &a) {
+        AlignedVector<Real> out(static_cast<size_t>(a.rows() * stride), 0.0);
+        for (Index r = 0; r < a.rows(); ++r) {
+            std::copy_n(a.row(r).data(), n_feat, out.data() + r * stride);
+        }
+        return out;
+    };
+    const AlignedVector<Real> xs = padded(x);
+    const AlignedVector<Real> ps = detail::pack_points(points.data(), points.rows(), n_feat);
+    Eigen::VectorXd energies = Eigen::VectorXd::Zero(x.rows());
+    RowMatrix gradients(x.rows(), n_feat);
+    AlignedVector<Real> g(static_cast<size_t>(detail::dot_kernel_max_rows * stride));
+    for (Index r0 = 0; r0 < x.rows(); r0 += detail::dot_kernel_max_rows) {
+        const Index n = std::min(detail::dot_kernel_max_rows, x.rows() - r0);
+        detail::dot_kernel_energies(xs.data() + r0 * stride, n, ps.data(), points.rows(), stride,
+                                    weights.data(), zeta, energies.data() + r0, g.data(), isa);
+        for (Index r = 0; r < n; ++r) {
+            std::copy_n(g.data() + r * stride, n_feat, gradients.row(r0 + r).data());
+        }
+    }
+    return py::make_tuple(energies, gradients);
+}
+
 } // namespace
 
 void bind_model(py::module_ &m) {
     m.attr("MODEL_FORMAT_VERSION") = model_format_version;
+    m.attr("DOT_KERNEL_ISA") = detail::dot_kernel_isa();
+    m.def("_dot_kernel", &dot_kernel, py::arg("x"), py::arg("points"), py::arg("weights"),
+          py::arg("zeta"), py::arg("isa") = "",
+          "(energies sum_m w_m (x_r . p_m)^zeta, their gradients along x_r) by the engine's "
+          "kernel, path `isa` ('avx512', 'avx2', 'generic'; '' the CPU's best).");
     m.attr("OVERLAP_DISTANCE") = overlap_distance;
     py::class_<Model>(m, "Model",
                       "The C++ prediction engine: a fitted model's terms, e0, sparse points and "
@@ -92,9 +130,8 @@ void bind_model(py::module_ &m) {
                 ModelOutput out;
                 {
                     py::gil_scoped_release release;
-                    ModelWorkspace workspace;
                     self.compute(n_centers < 0 ? static_cast<Index>(numbers.size()) : n_centers,
-                                 numbers, neighbors, per_atom_virial, n_threads, workspace, out);
+                                 numbers, neighbors, per_atom_virial, n_threads, out);
                 }
                 return to_python(out, per_atom_virial);
             },
@@ -112,10 +149,9 @@ Returns (energy, energies (n_centers,), dE_dr (n_atoms, 3), dE_dstrain (3, 3)[, 
                 ModelOutput out;
                 {
                     py::gil_scoped_release release;
-                    ModelWorkspace workspace;
                     self.compute_from_list(
                         n_centers < 0 ? static_cast<Index>(numbers.size()) : n_centers, numbers,
-                        neighbors, per_atom_virial, n_threads, workspace, out);
+                        neighbors, per_atom_virial, n_threads, out);
                 }
                 return to_python(out, per_atom_virial);
             },

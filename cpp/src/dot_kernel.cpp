@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dot_kernel.hpp"
 
+#include "gapx/errors.hpp"
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace gapx::detail {
 
@@ -20,197 +23,358 @@ Real kernel_power(Real x, Real p) {
     return std::pow(x, p);
 }
 
+Index padded_stride(Index n_features) { return (n_features + 7) / 8 * 8; }
+
 namespace {
 
-/// Points per chunk: the dots of a chunk are finished before its gradient update, so the chunk
-/// (4 x F doubles) stays in L1/L2 between the two.
-constexpr int chunk = 4;
+// The call is two matrix products through each chunk of points: dots (rows x chunk) = X P^T,
+// then gradients += W P with W from the dots. Both are register-tiled (R rows x 4 points or
+// 4 vectors of features per tile) so that each load feeds several FMAs, the dots in feature
+// blocks that keep a tile's point slices in L1 while every row passes them.
+
+/// Points per chunk: the chunk (16 x 2 100 doubles, 270 kB) stays in L2 from its dots to its
+/// gradient update.
+constexpr int chunk_points = static_cast<int>(dot_kernel_chunk);
+/// Features per pass of the dots: 4 points' and 6 rows' slices of 480 doubles are 38 kB (L1).
+/// Not a power of two: packed rows 4 kB apart would fall into the same L1 sets.
+constexpr Index feature_block = 480;
+constexpr int max_rows = static_cast<int>(dot_kernel_max_rows);
+
+using Chunk = Real[chunk_points];
+
+/// Where feature f of point k lies in a packed chunk of `count` points (see pack_points).
+inline Index packed_offset(Index count, Index stride, Index k, Index f) {
+    const Index f0 = f - f % feature_block;
+    return count * f0 + k * std::min(feature_block, stride - f0) + (f - f0);
+}
+
+/// Local energies and gradient weights of a chunk: energies[r] += sum_k a_k c_rk^zeta,
+/// w[r][k] = a_k zeta c_rk^(zeta-1).
+inline void chunk_weights(const Chunk *dots, Index n, int count, const Real *weights,
+                          Real zeta, Real *energies, Chunk *w) {
+    for (Index r = 0; r < n; ++r) {
+        Real local = 0.0;
+        for (int k = 0; k < count; ++k) {
+            const Real c = dots[r][k];
+            const Real lower = kernel_power(c, zeta - 1.0);
+            local += weights[k] * (lower * c);
+            w[r][k] = weights[k] * zeta * lower;
+        }
+        energies[r] += local;
+    }
+}
 
 #if defined(__GNUC__)
 #define GAPX_INLINE inline __attribute__((always_inline))
-// Four doubles: AVX registers where compiled for AVX2, pairs of SSE2 registers otherwise. The
-// helpers take vectors by reference: a vector passed by value would have an ISA-dependent ABI.
-typedef double Lanes __attribute__((vector_size(32), aligned(8)));
-GAPX_INLINE void load(Lanes &v, const Real *p) { __builtin_memcpy(&v, p, sizeof(v)); }
-GAPX_INLINE void store(Real *p, const Lanes &v) { __builtin_memcpy(p, &v, sizeof(v)); }
-GAPX_INLINE Real total(const Lanes &v) { return (v[0] + v[1]) + (v[2] + v[3]); }
-#define GAPX_VECTOR 1
-#else
-#define GAPX_INLINE inline
-#define GAPX_VECTOR 0
-#endif
 
-/// dots[r][k] = x_r . p_{m0+k} for k < count (count <= chunk), rows in pairs. A compile-time
-/// count keeps the accumulators in registers.
-template <int count>
-GAPX_INLINE void chunk_dots(const Real *x, Index n, const Real *p, Index F, Real (*dots)[chunk]) {
-    const Index F4 = F - F % 4;
-    for (Index r = 0; r < n; r += 2) {
-        const bool two = r + 1 < n;
-        const Real *x0 = x + r * F;
-        const Real *x1 = two ? x0 + F : x0;
-#if GAPX_VECTOR
-        Lanes s0[chunk] = {};
-        Lanes s1[chunk] = {};
-        for (Index f = 0; f < F4; f += 4) {
-            Lanes a0;
-            Lanes a1;
-            load(a0, x0 + f);
-            load(a1, x1 + f);
-            for (int k = 0; k < count; ++k) {
-                Lanes b;
-                load(b, p + k * F + f);
-                s0[k] += a0 * b;
-                s1[k] += a1 * b;
-            }
+// W doubles per vector: the generic path uses 4 (pairs of SSE2 registers), AVX2 4, AVX-512 8.
+// Everything below is inlined into the per-ISA entry points, so each is compiled for its own
+// instruction set. Vectors go by reference: one passed by value would have an ISA-dependent ABI.
+// The types may alias doubles and need only their alignment, so rows are read through them.
+template <int W> struct VectorOf;
+template <> struct VectorOf<2> {
+    typedef double type __attribute__((vector_size(16), aligned(8), may_alias));
+};
+template <> struct VectorOf<4> {
+    typedef double type __attribute__((vector_size(32), aligned(8), may_alias));
+};
+template <> struct VectorOf<8> {
+    typedef double type __attribute__((vector_size(64), aligned(8), may_alias));
+};
+
+template <typename V> constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(Real));
+
+template <typename V> GAPX_INLINE const V &at(const Real *p) {
+    return *reinterpret_cast<const V *>(p);
+}
+template <typename V> GAPX_INLINE V &at(Real *p) { return *reinterpret_cast<V *>(p); }
+
+template <typename V> GAPX_INLINE Real total(const V &v) {
+    Real s[lanes<V>];
+    std::memcpy(s, &v, sizeof(V));
+    for (int half = lanes<V> / 2; half >= 1; half /= 2) {
+        for (int i = 0; i < half; ++i) {
+            s[i] += s[i + half];
         }
-        for (int k = 0; k < count; ++k) {
-            Real t0 = total(s0[k]);
-            Real t1 = total(s1[k]);
-            for (Index f = F4; f < F; ++f) {
-                t0 += x0[f] * p[k * F + f];
-                t1 += x1[f] * p[k * F + f];
-            }
-            dots[r][k] = t0;
-            if (two) {
-                dots[r + 1][k] = t1;
-            }
-        }
-#else
-        for (int k = 0; k < count; ++k) {
-            Real t0 = 0.0;
-            Real t1 = 0.0;
-            for (Index f = 0; f < F; ++f) {
-                t0 += x0[f] * p[k * F + f];
-                t1 += x1[f] * p[k * F + f];
-            }
-            dots[r][k] = t0;
-            if (two) {
-                dots[r + 1][k] = t1;
-            }
-        }
-        (void)F4;
-#endif
     }
+    return s[0];
 }
 
-/// gradients[r] += sum_k w[r][k] p_{m0+k}, rows in pairs.
-template <int count>
-GAPX_INLINE void chunk_update(const Real *p, Index F, Index n, const Real (*w)[chunk],
-                              Real *gradients) {
-    const Index F4 = F - F % 4;
-    for (Index r = 0; r < n; r += 2) {
-        const bool two = r + 1 < n;
-        Real *g0 = gradients + r * F;
-        Real *g1 = two ? g0 + F : g0;
-        const Real *w0 = w[r];
-        const Real *w1 = two ? w[r + 1] : w[r];
-#if GAPX_VECTOR
-        for (Index f = 0; f < F4; f += 4) {
-            Lanes a0;
-            Lanes a1;
-            load(a0, g0 + f);
-            load(a1, g1 + f);
-            for (int k = 0; k < count; ++k) {
-                Lanes b;
-                load(b, p + k * F + f);
-                a0 += w0[k] * b;
-                a1 += w1[k] * b;
-            }
-            store(g0 + f, a0);
-            if (two) {
-                store(g1 + f, a1);
+/// dots[r][k0 + k] += x_r . p_k over `length` features, for R rows (x_stride apart) and K
+/// points (p_stride apart).
+template <typename V, int R, int K>
+GAPX_INLINE void dots_tile(const Real *x, Index x_stride, const Real *p, Index p_stride,
+                           Index length, Chunk *dots, int k0) {
+    V acc[R][K];
+    for (int r = 0; r < R; ++r) {
+        for (int k = 0; k < K; ++k) {
+            acc[r][k] = V{};
+        }
+    }
+    for (Index f = 0; f < length; f += lanes<V>) {
+        V b[K];
+        for (int k = 0; k < K; ++k) {
+            b[k] = at<V>(p + k * p_stride + f);
+        }
+        for (int r = 0; r < R; ++r) {
+            const V a = at<V>(x + r * x_stride + f);
+            for (int k = 0; k < K; ++k) {
+                acc[r][k] += a * b[k];
             }
         }
-#endif
-        for (Index f = GAPX_VECTOR ? F4 : 0; f < F; ++f) {
-            Real a0 = g0[f];
-            Real a1 = g1[f];
-            for (int k = 0; k < count; ++k) {
-                a0 += w0[k] * p[k * F + f];
-                a1 += w1[k] * p[k * F + f];
-            }
-            g0[f] = a0;
-            if (two) {
-                g1[f] = a1;
-            }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int k = 0; k < K; ++k) {
+            dots[r][k0 + k] += total(acc[r][k]);
         }
     }
 }
 
-/// Largest number of rows per call (the engine's blocks): the per-chunk dots live on the stack.
-constexpr Index max_rows = 64;
-
-GAPX_INLINE void kernel_body(const Real *x, Index n, const Real *points, Index n_points, Index F,
-                             const Real *weights, Real zeta, Real *energies, Real *gradients) {
-    Real dots[max_rows][chunk];
-    Real w[max_rows][chunk];
-    std::fill(gradients, gradients + n * F, 0.0);
-    for (Index m0 = 0; m0 < n_points; m0 += chunk) {
-        const int count = static_cast<int>(std::min<Index>(chunk, n_points - m0));
-        const Real *p = points + m0 * F;
-        switch (count) {
-        case 4: chunk_dots<4>(x, n, p, F, dots); break;
-        case 3: chunk_dots<3>(x, n, p, F, dots); break;
-        case 2: chunk_dots<2>(x, n, p, F, dots); break;
-        default: chunk_dots<1>(x, n, p, F, dots); break;
+/// g_r[0, J lanes) += sum_k w[r][k] p_k for R rows (g_stride apart) and `count` points
+/// (p_stride apart).
+template <typename V, int R, int J>
+GAPX_INLINE void update_tile(const Real *p, Index p_stride, int count, const Chunk *w, Real *g,
+                             Index g_stride) {
+    constexpr int L = lanes<V>;
+    V acc[R][J];
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < J; ++j) {
+            acc[r][j] = at<V>(g + r * g_stride + j * L);
         }
+    }
+    for (int k = 0; k < count; ++k) {
+        V b[J];
+        for (int j = 0; j < J; ++j) {
+            b[j] = at<V>(p + k * p_stride + j * L);
+        }
+        for (int r = 0; r < R; ++r) {
+            const Real c = w[r][k];
+            for (int j = 0; j < J; ++j) {
+                acc[r][j] += c * b[j];
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < J; ++j) {
+            at<V>(g + r * g_stride + j * L) = acc[r][j];
+        }
+    }
+}
+
+template <typename V, int R>
+GAPX_INLINE void dots_rows(int points, const Real *x, Index x_stride, const Real *p,
+                           Index p_stride, Index length, Chunk *dots, int k0) {
+    switch (points) {
+    case 4: dots_tile<V, R, 4>(x, x_stride, p, p_stride, length, dots, k0); break;
+    case 3: dots_tile<V, R, 3>(x, x_stride, p, p_stride, length, dots, k0); break;
+    case 2: dots_tile<V, R, 2>(x, x_stride, p, p_stride, length, dots, k0); break;
+    default: dots_tile<V, R, 1>(x, x_stride, p, p_stride, length, dots, k0); break;
+    }
+}
+
+/// A tile of `rows` <= R rows and `points` <= 4 points.
+template <typename V, int R>
+GAPX_INLINE void dots_any(int rows, int points, const Real *x, Index x_stride, const Real *p,
+                          Index p_stride, Index length, Chunk *dots, int k0) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return dots_any<V, R - 1>(rows, points, x, x_stride, p, p_stride, length, dots, k0);
+        }
+    }
+    dots_rows<V, R>(points, x, x_stride, p, p_stride, length, dots, k0);
+}
+
+template <typename V, int J, int R>
+GAPX_INLINE void update_any(int rows, const Real *p, Index p_stride, int count, const Chunk *w,
+                            Real *g, Index g_stride) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return update_any<V, J, R - 1>(rows, p, p_stride, count, w, g, g_stride);
+        }
+    }
+    update_tile<V, R, J>(p, p_stride, count, w, g, g_stride);
+}
+
+/// Rows of tile t when n rows are split into the fewest tiles of at most RT rows, as evenly as
+/// possible (9 rows: 3 + 3 + 3, not 4 + 4 + 1: a one-row tile wastes most of its loads).
+inline int tile_rows(Index n, int RT, Index t) {
+    const Index tiles = (n + RT - 1) / RT;
+    return static_cast<int>(n / tiles + (t < n % tiles ? 1 : 0));
+}
+
+/// The kernel for vectors V and RT rows per tile (as many as the registers hold: 6 x 4
+/// accumulators with AVX-512's 32 registers, 2 x 4 with 16).
+template <typename V, int RT>
+GAPX_INLINE void kernel_body(const Real *x, Index n, const Real *points, Index n_points,
+                             Index stride, const Real *weights, Real zeta, Real *energies,
+                             Real *gradients) {
+    constexpr int L = lanes<V>;
+    Chunk dots[max_rows];
+    Chunk w[max_rows];
+    std::fill(gradients, gradients + n * stride, 0.0);
+    const Index wide = stride - stride % (4 * L);
+    for (Index m0 = 0; m0 < n_points; m0 += chunk_points) {
+        const int count = static_cast<int>(std::min<Index>(chunk_points, n_points - m0));
+        const Real *chunk = points + m0 * stride;
         for (Index r = 0; r < n; ++r) {
-            Real local = 0.0;
-            for (int k = 0; k < count; ++k) {
-                const Real c = dots[r][k];
-                const Real lower = kernel_power(c, zeta - 1.0);
-                local += weights[m0 + k] * (lower * c);
-                w[r][k] = weights[m0 + k] * zeta * lower;
-            }
-            energies[r] += local;
+            std::fill(dots[r], dots[r] + chunk_points, 0.0);
         }
-        switch (count) {
-        case 4: chunk_update<4>(p, F, n, w, gradients); break;
-        case 3: chunk_update<3>(p, F, n, w, gradients); break;
-        case 2: chunk_update<2>(p, F, n, w, gradients); break;
-        default: chunk_update<1>(p, F, n, w, gradients); break;
+        for (Index f0 = 0; f0 < stride; f0 += feature_block) {
+            const Index width = std::min(feature_block, stride - f0);
+            const Real *block = chunk + count * f0;
+            for (int k0 = 0; k0 < count; k0 += 4) {
+                const int points_here = std::min(4, count - k0);
+                int rows = 0;
+                for (Index r0 = 0, t = 0; r0 < n; r0 += rows, ++t) {
+                    rows = tile_rows(n, RT, t);
+                    dots_any<V, RT>(rows, points_here, x + r0 * stride + f0, stride,
+                                    block + k0 * width, width, width, dots + r0, k0);
+                }
+            }
+        }
+        chunk_weights(dots, n, count, weights + m0, zeta, energies, w);
+        for (Index f = 0; f < stride; f += (f < wide ? 4 * L : L)) {
+            const Index f0 = f - f % feature_block;
+            const Index width = std::min(feature_block, stride - f0);
+            const Real *p = chunk + count * f0 + (f - f0);
+            int rows = 0;
+            for (Index r0 = 0, t = 0; r0 < n; r0 += rows, ++t) {
+                rows = tile_rows(n, RT, t);
+                if (f < wide) {
+                    update_any<V, 4, RT>(rows, p, width, count, w + r0,
+                                         gradients + r0 * stride + f, stride);
+                } else {
+                    update_any<V, 1, RT>(rows, p, width, count, w + r0,
+                                         gradients + r0 * stride + f, stride);
+                }
+            }
         }
     }
 }
 
-void kernel_default(const Real *x, Index n, const Real *points, Index n_points, Index F,
+void kernel_generic(const Real *x, Index n, const Real *points, Index n_points, Index stride,
                     const Real *weights, Real zeta, Real *energies, Real *gradients) {
-    kernel_body(x, n, points, n_points, F, weights, zeta, energies, gradients);
+    kernel_body<VectorOf<2>::type, 2>(x, n, points, n_points, stride, weights, zeta, energies,
+                                      gradients);
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#if defined(__x86_64__)
+#define GAPX_X86_PATHS 1
 __attribute__((target("avx2,fma"))) void kernel_avx2(const Real *x, Index n, const Real *points,
-                                                     Index n_points, Index F,
+                                                     Index n_points, Index stride,
                                                      const Real *weights, Real zeta,
                                                      Real *energies, Real *gradients) {
-    kernel_body(x, n, points, n_points, F, weights, zeta, energies, gradients);
+    kernel_body<VectorOf<4>::type, 2>(x, n, points, n_points, stride, weights, zeta, energies,
+                                      gradients);
 }
 
-bool has_avx2() {
-    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return supported;
+__attribute__((target("avx512f,fma"))) void
+kernel_avx512(const Real *x, Index n, const Real *points, Index n_points, Index stride,
+              const Real *weights, Real zeta, Real *energies, Real *gradients) {
+    kernel_body<VectorOf<8>::type, 6>(x, n, points, n_points, stride, weights, zeta, energies,
+                                      gradients);
 }
 #endif
+
+#else // not GCC or Clang: plain loops
+
+void kernel_generic(const Real *x, Index n, const Real *points, Index n_points, Index stride,
+                    const Real *weights, Real zeta, Real *energies, Real *gradients) {
+    Chunk dots[max_rows];
+    Chunk w[max_rows];
+    std::fill(gradients, gradients + n * stride, 0.0);
+    for (Index m0 = 0; m0 < n_points; m0 += chunk_points) {
+        const int count = static_cast<int>(std::min<Index>(chunk_points, n_points - m0));
+        const Real *chunk = points + m0 * stride;
+        for (Index r = 0; r < n; ++r) {
+            for (int k = 0; k < count; ++k) {
+                Real s = 0.0;
+                for (Index f = 0; f < stride; ++f) {
+                    s += x[r * stride + f] * chunk[packed_offset(count, stride, k, f)];
+                }
+                dots[r][k] = s;
+            }
+        }
+        chunk_weights(dots, n, count, weights + m0, zeta, energies, w);
+        for (Index r = 0; r < n; ++r) {
+            for (int k = 0; k < count; ++k) {
+                for (Index f = 0; f < stride; ++f) {
+                    gradients[r * stride + f] +=
+                        w[r][k] * chunk[packed_offset(count, stride, k, f)];
+                }
+            }
+        }
+    }
+}
+#endif
+
+using Kernel = void (*)(const Real *, Index, const Real *, Index, Index, const Real *, Real,
+                        Real *, Real *);
+
+/// The path named `isa` ("" for the CPU's best).
+Kernel kernel_for(const std::string &isa) {
+#if defined(GAPX_X86_PATHS)
+    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static const bool avx512 = __builtin_cpu_supports("avx512f");
+    if (isa.empty()) {
+        return avx512 ? kernel_avx512 : (avx2 ? kernel_avx2 : kernel_generic);
+    }
+    if (isa == "avx512" && avx512) {
+        return kernel_avx512;
+    }
+    if (isa == "avx2" && avx2) {
+        return kernel_avx2;
+    }
+#else
+    if (isa.empty()) {
+        return kernel_generic;
+    }
+#endif
+    if (isa == "generic") {
+        return kernel_generic;
+    }
+    throw InvalidArgument("the dot kernel has no path '" + isa + "' on this CPU (it has '" +
+                          dot_kernel_isa() + "')");
+}
 
 } // namespace
 
-void dot_kernel_energies(const Real *x, Index n, const Real *points, Index n_points,
-                         Index n_features, const Real *weights, Real zeta, Real *energies,
-                         Real *gradients) {
-    for (Index r0 = 0; r0 < n; r0 += max_rows) {
-        const Index rows = std::min(max_rows, n - r0);
-        const Real *xr = x + r0 * n_features;
-        Real *er = energies + r0;
-        Real *gr = gradients + r0 * n_features;
-#if defined(__GNUC__) && defined(__x86_64__)
-        if (has_avx2()) {
-            kernel_avx2(xr, rows, points, n_points, n_features, weights, zeta, er, gr);
-            continue;
+AlignedVector<Real> pack_points(const Real *rows, Index n_points, Index n_features) {
+    const Index stride = padded_stride(n_features);
+    AlignedVector<Real> out(static_cast<size_t>(n_points * stride), 0.0);
+    for (Index m0 = 0; m0 < n_points; m0 += chunk_points) {
+        const Index count = std::min<Index>(chunk_points, n_points - m0);
+        Real *chunk = out.data() + m0 * stride;
+        for (Index k = 0; k < count; ++k) {
+            for (Index f = 0; f < n_features; ++f) {
+                chunk[packed_offset(count, stride, k, f)] = rows[(m0 + k) * n_features + f];
+            }
         }
-#endif
-        kernel_default(xr, rows, points, n_points, n_features, weights, zeta, er, gr);
     }
+    return out;
+}
+
+std::string dot_kernel_isa() {
+#if defined(GAPX_X86_PATHS)
+    if (kernel_for("") == kernel_avx512) {
+        return "avx512";
+    }
+    if (kernel_for("") == kernel_avx2) {
+        return "avx2";
+    }
+#endif
+    return "generic";
+}
+
+void dot_kernel_energies(const Real *x, Index n, const Real *points, Index n_points,
+                         Index stride, const Real *weights, Real zeta, Real *energies,
+                         Real *gradients, const std::string &isa) {
+    if (n > dot_kernel_max_rows || stride % 8 != 0) {
+        throw InvalidArgument("dot_kernel_energies takes at most " +
+                              std::to_string(dot_kernel_max_rows) +
+                              " rows with a stride that is a multiple of 8");
+    }
+    kernel_for(isa)(x, n, points, n_points, stride, weights, zeta, energies, gradients);
 }
 
 } // namespace gapx::detail

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <set>
 
 namespace gapx {
@@ -60,6 +61,41 @@ std::string species_names(const std::vector<int> &species) {
 
 } // namespace
 
+/// Idle workspaces: a caller takes one (or a new one) and gives it back when done.
+class Model::WorkspacePool {
+  public:
+    template <typename F> void with_workspace(F &&f) {
+        std::unique_ptr<ModelWorkspace> ws;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!idle_.empty()) {
+                ws = std::move(idle_.back());
+                idle_.pop_back();
+            }
+        }
+        if (!ws) {
+            ws = std::make_unique<ModelWorkspace>();
+        }
+        // Given back whether f succeeds or throws: the next call resizes what it needs.
+        struct GiveBack {
+            WorkspacePool &pool;
+            std::unique_ptr<ModelWorkspace> &ws;
+            ~GiveBack() {
+                try {
+                    std::lock_guard<std::mutex> lock(pool.mutex_);
+                    pool.idle_.push_back(std::move(ws));
+                } catch (...) { // no memory to keep it: it is freed instead
+                }
+            }
+        } give_back{*this, ws};
+        f(*ws);
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<ModelWorkspace>> idle_;
+};
+
 Model::~Model() = default;
 Model::Model(Model &&) noexcept = default;
 Model &Model::operator=(Model &&) noexcept = default;
@@ -68,7 +104,8 @@ Model Model::read(const std::string &path) {
     return Model(read_model_file(path), "model file '" + path + "'");
 }
 
-Model::Model(const ModelFileContents &contents, const std::string &where) {
+Model::Model(const ModelFileContents &contents, const std::string &where)
+    : pool_(std::make_unique<WorkspacePool>()) {
     try {
         const Json &header = contents.header;
         // e0 by chemical symbol; the species are its keys.
@@ -342,6 +379,22 @@ void Model::compute_from_list(Index n_centers, const std::vector<int> &numbers,
         lists.push_back(&cut);
     }
     compute(n_centers, numbers, lists, per_atom_virial, n_threads, ws, out);
+}
+
+void Model::compute(Index n_centers, const std::vector<int> &numbers,
+                    const std::vector<const NeighborList *> &lists, bool per_atom_virial,
+                    int n_threads, ModelOutput &out) const {
+    pool_->with_workspace([&](ModelWorkspace &ws) {
+        compute(n_centers, numbers, lists, per_atom_virial, n_threads, ws, out);
+    });
+}
+
+void Model::compute_from_list(Index n_centers, const std::vector<int> &numbers,
+                              const NeighborList &list, bool per_atom_virial, int n_threads,
+                              ModelOutput &out) const {
+    pool_->with_workspace([&](ModelWorkspace &ws) {
+        compute_from_list(n_centers, numbers, list, per_atom_virial, n_threads, ws, out);
+    });
 }
 
 } // namespace gapx

@@ -16,8 +16,6 @@ namespace {
 
 /// Kind of a two-body row, as gapx.descriptors.two_body.PAIR_KIND_BASE.
 constexpr int pair_kind_base = 1000;
-/// Centres per kernel task (dot_kernel_energies takes at most 64 rows).
-constexpr Index block_rows = 64;
 /// Fewest sparse points per slice, and the number of tasks a set is split into when its rows
 /// are few (a molecule: one block of rows, its points in slices).
 constexpr Index min_slice = 128;
@@ -64,6 +62,17 @@ class SoapTerm final : public ModelTerm {
         return kinds;
     }
 
+    /// Keeps the points as the kernel reads them (pack_points) instead of the sets' own copy.
+    void set_sparse_sets(std::vector<SparseSet> sets) override {
+        packed_points_.clear();
+        for (SparseSet &set : sets) {
+            packed_points_.push_back(pack_points(set.points.data(), set.points.rows(),
+                                                 set.points.cols()));
+            set.points.resize(0, set.points.cols());
+        }
+        sets_ = std::move(sets);
+    }
+
     void compute(Index n_centers, const std::vector<int> &numbers, const NeighborList &list,
                  int n_threads, ModelWorkspace &ws, Eigen::VectorXd &energies) const override {
         const int threads = resolve_threads(n_threads);
@@ -71,66 +80,95 @@ class SoapTerm final : public ModelTerm {
         soap_.centers(list, n_centers, numbers, centers);
         soap_.compute(centers, ws.values, threads, &ws.soap);
         const Index n_feat = n_features();
+        const Index stride = padded_stride(n_feat);
+        constexpr Index block_rows = dot_kernel_max_rows;
         ws.dE_dx.setZero(n_centers, n_feat);
-        std::vector<Index> rows;
-        for (const SparseSet &set : sets_) {
-            rows.clear();
+        // Tasks of every set: blocks of its rows times slices of its points, so that a small
+        // molecule (one block per set) still spreads over threads, all in one parallel loop (a
+        // parallel region costs tens of microseconds to start). The split depends on the sizes
+        // only and the slices are summed in order: results do not depend on the thread count.
+        ws.dot_rows.clear();
+        ws.dot_tasks.clear();
+        ws.dot_row_tasks.clear();
+        Index out_rows = 0;
+        for (size_t set_index = 0; set_index < sets_.size(); ++set_index) {
+            const Index first_row = static_cast<Index>(ws.dot_rows.size());
             for (Index i = 0; i < n_centers; ++i) {
-                if (numbers[static_cast<size_t>(i)] == set.kind) {
-                    rows.push_back(i);
+                if (numbers[static_cast<size_t>(i)] == sets_[set_index].kind) {
+                    ws.dot_rows.push_back(i);
                 }
             }
-            const Index n_rows = static_cast<Index>(rows.size());
-            const Index n_points = set.points.rows();
-            ws.blocks.resize(n_rows, n_feat);
-            for (Index r = 0; r < n_rows; ++r) {
-                ws.blocks.row(r) = ws.values.row(rows[static_cast<size_t>(r)]);
-            }
-            // Tasks: blocks of rows times slices of the sparse points, so that a small molecule
-            // (one block) still spreads over threads. The split depends on the sizes only, and
-            // the slices are summed in order: results do not depend on the thread count.
+            const Index n_rows = static_cast<Index>(ws.dot_rows.size()) - first_row;
+            const Index n_points = sets_[set_index].weights.size();
             const Index n_blocks = (n_rows + block_rows - 1) / block_rows;
             const Index n_slices =
                 n_blocks == 0 ? 0
                               : std::max<Index>(1, std::min((n_points + min_slice - 1) / min_slice,
                                                             min_tasks / n_blocks));
-            const Index slice = n_slices == 0 ? 0 : (n_points + n_slices - 1) / n_slices;
-            const Index n_tasks = n_blocks * n_slices;
-            ws.task_energies.assign(static_cast<size_t>(n_tasks * block_rows), 0.0);
-            ws.task_gradients.resize(static_cast<size_t>(n_tasks * block_rows * n_feat));
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-            for (Index t = 0; t < n_tasks; ++t) {
-                const Index b = t / n_slices;
-                const Index s = t % n_slices;
+            // Slices start at chunks of the packed points.
+            const Index slice =
+                n_slices == 0 ? 0
+                              : (n_points + n_slices * dot_kernel_chunk - 1) /
+                                    (n_slices * dot_kernel_chunk) * dot_kernel_chunk;
+            for (Index b = 0; b < n_blocks; ++b) {
+                const Index row_begin = first_row + b * block_rows;
                 const Index n = std::min(block_rows, n_rows - b * block_rows);
-                const Index m0 = std::min(s * slice, n_points);
-                const Index m = std::min(slice, n_points - m0);
-                dot_kernel_energies(ws.blocks.data() + b * block_rows * n_feat, n,
-                                    set.points.data() + m0 * n_feat, m, n_feat,
-                                    set.weights.data() + m0, zeta_,
-                                    ws.task_energies.data() + t * block_rows,
-                                    ws.task_gradients.data() + t * block_rows * n_feat);
+                for (Index r = 0; r < n; ++r) {
+                    ws.dot_row_tasks.push_back(static_cast<Index>(ws.dot_tasks.size()));
+                }
+                for (Index sl = 0; sl < n_slices; ++sl) {
+                    const Index m0 = std::min(sl * slice, n_points);
+                    ws.dot_tasks.push_back({static_cast<Index>(set_index), row_begin, n, m0,
+                                            std::min(slice, n_points - m0), out_rows, n_slices});
+                    out_rows += n;
+                }
             }
-            const Real d2 = set.delta * set.delta;
-#pragma omp parallel for num_threads(threads) schedule(static)
+        }
+        const Index n_rows = static_cast<Index>(ws.dot_rows.size());
+        ws.blocks.assign(static_cast<size_t>(n_rows * stride), 0.0);
+        for (Index r = 0; r < n_rows; ++r) {
+            std::copy_n(ws.values.row(ws.dot_rows[static_cast<size_t>(r)]).data(), n_feat,
+                        ws.blocks.data() + r * stride);
+        }
+        ws.task_energies.assign(static_cast<size_t>(out_rows), 0.0);
+        // Not zeroed: the kernel writes every gradient row it is given.
+        if (ws.task_gradients.size() < static_cast<size_t>(out_rows * stride)) {
+            ws.task_gradients.resize(static_cast<size_t>(out_rows * stride));
+        }
+        const Index n_tasks = static_cast<Index>(ws.dot_tasks.size());
+#pragma omp parallel num_threads(threads)
+        {
+#pragma omp for schedule(dynamic, 1)
+            for (Index t = 0; t < n_tasks; ++t) {
+                const ModelWorkspace::DotTask &task = ws.dot_tasks[static_cast<size_t>(t)];
+                const SparseSet &set = sets_[static_cast<size_t>(task.set)];
+                dot_kernel_energies(ws.blocks.data() + task.row_begin * stride, task.n_rows,
+                                    packed_points_[static_cast<size_t>(task.set)].data() +
+                                        task.m0 * stride,
+                                    task.n_points, stride, set.weights.data() + task.m0, zeta_,
+                                    ws.task_energies.data() + task.out,
+                                    ws.task_gradients.data() + task.out * stride);
+            }
+#pragma omp for schedule(static)
             for (Index r = 0; r < n_rows; ++r) {
-                const Index b = r / block_rows;
-                const Index within = r % block_rows;
-                const Index i = rows[static_cast<size_t>(r)];
+                const Index first = ws.dot_row_tasks[static_cast<size_t>(r)];
+                const ModelWorkspace::DotTask &leader = ws.dot_tasks[static_cast<size_t>(first)];
+                const Index within = r - leader.row_begin;
+                const Index i = ws.dot_rows[static_cast<size_t>(r)];
                 Real local = 0.0;
                 Real *g = ws.dE_dx.row(i).data();
-                for (Index s = 0; s < n_slices; ++s) {
-                    const Index t = b * n_slices + s;
-                    local += ws.task_energies[static_cast<size_t>(t * block_rows + within)];
-                    const Real *part =
-                        ws.task_gradients.data() + (t * block_rows + within) * n_feat;
+                for (Index sl = 0; sl < leader.slices; ++sl) {
+                    const Index out = ws.dot_tasks[static_cast<size_t>(first + sl)].out + within;
+                    local += ws.task_energies[static_cast<size_t>(out)];
+                    const Real *part = ws.task_gradients.data() + out * stride;
                     for (Index f = 0; f < n_feat; ++f) {
                         g[f] += part[f];
                     }
                 }
-                energies[i] += d2 * local;
+                const Real delta = sets_[static_cast<size_t>(leader.set)].delta;
+                energies[i] += delta * delta * local;
                 for (Index f = 0; f < n_feat; ++f) {
-                    g[f] *= d2;
+                    g[f] *= delta * delta;
                 }
             }
         }
@@ -141,6 +179,7 @@ class SoapTerm final : public ModelTerm {
     PowerSpectrum soap_;
     Real zeta_;
     Real delta_;
+    std::vector<AlignedVector<Real>> packed_points_; ///< per set: its points as the kernel reads
 };
 
 /// Pair distances with k = f_c(r) f_c(r') exp(-(r - r')^2 / 2 theta^2) per species pair, each

@@ -27,7 +27,7 @@ class ModelTerm {
                          const NeighborList &list, int n_threads, ModelWorkspace &workspace,
                          Eigen::VectorXd &energies) const = 0;
     /// The term's sparse sets (each of a kind it can have, at most once per kind).
-    void set_sparse_sets(std::vector<SparseSet> sets) { sets_ = std::move(sets); }
+    virtual void set_sparse_sets(std::vector<SparseSet> sets) { sets_ = std::move(sets); }
 
   protected:
     std::vector<SparseSet> sets_;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 
+#include "gapx/aligned_vector.hpp"
 #include "gapx/model_file.hpp"
 #include "gapx/neighbors.hpp"
 #include "gapx/soap.hpp"
@@ -35,9 +36,18 @@ struct ModelWorkspace {
     Positions pair_gradients;        ///< dE/dD per pair of one term's list
     Eigen::VectorXd pair_energies;   ///< local energy per pair (two-body) or centre (three-body)
     std::vector<Index> centre_starts; ///< where each centre's pairs begin in a list (three-body)
-    RowMatrix blocks;                    ///< the rows of one kind, contiguous
-    std::vector<Real> task_energies;     ///< per kernel task: local energies of its rows
-    std::vector<Real> task_gradients;    ///< per kernel task: dE/dx of its rows
+    /// SOAP's dot-kernel tasks: rows [row_begin, + n_rows) of `blocks` against points
+    /// [m0, + n_points) of sparse set `set`, results at rows [out, + n_rows) of task_energies and
+    /// task_gradients; `slices` tasks of consecutive point slices share each block of rows.
+    struct DotTask {
+        Index set, row_begin, n_rows, m0, n_points, out, slices;
+    };
+    std::vector<DotTask> dot_tasks;
+    std::vector<Index> dot_rows;         ///< centre of each kernel row, grouped by sparse set
+    std::vector<Index> dot_row_tasks;    ///< first task of each kernel row's block
+    AlignedVector<Real> blocks;          ///< the kernel rows, padded rows
+    std::vector<Real> task_energies;     ///< per task row: local energy of its slice
+    AlignedVector<Real> task_gradients;  ///< per task row: dE/dx of its slice, padded rows
     PowerSpectrum::Scratch soap;         ///< per-thread SOAP buffers
     PowerSpectrum::Centers centers;      ///< the SOAP term's index of its list
 };
@@ -106,7 +116,19 @@ class Model {
                            const NeighborList &list, bool per_atom_virial, int n_threads,
                            ModelWorkspace &workspace, ModelOutput &out) const;
 
+    /// compute() and compute_from_list() with a workspace borrowed from the model's own pool
+    /// (one per concurrent caller, kept until the model is destroyed), for callers that keep
+    /// none: repeated predictions then allocate and zero no large buffer.
+    void compute(Index n_centers, const std::vector<int> &numbers,
+                 const std::vector<const NeighborList *> &lists, bool per_atom_virial,
+                 int n_threads, ModelOutput &out) const;
+    void compute_from_list(Index n_centers, const std::vector<int> &numbers,
+                           const NeighborList &list, bool per_atom_virial, int n_threads,
+                           ModelOutput &out) const;
+
   private:
+    class WorkspacePool;
+    std::unique_ptr<WorkspacePool> pool_;
     std::vector<int> species_;
     std::vector<Real> e0_;
     std::vector<std::unique_ptr<detail::ModelTerm>> terms_;
