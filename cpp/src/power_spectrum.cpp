@@ -508,6 +508,7 @@ void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_thr
     const std::vector<int> &species = centers.species;
     const std::vector<Index> &starts = centers.starts;
     values.resize(centers.n_centers, n_feat);
+    const Index chunk = dynamic_chunk(centers.n_centers, threads, 16);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -515,7 +516,7 @@ void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_thr
         SphericalExpansion::Workspace &ws = own.expansion;
         std::vector<Real> &p = own.p;
         p.resize(n_feat);
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, chunk)
         for (Index i = 0; i < centers.n_centers; ++i) {
             capture.run([&] {
                 expansion_.compute<false>(i, species[i], neighbors, starts[i], starts[i + 1],
@@ -741,6 +742,7 @@ void PowerSpectrum::pair_gradients(const Centers &centers,
 
     Positions &pair_gradients = dE_dD;
     pair_gradients.resize(neighbors.n_pairs(), 3);
+    const Index chunk = dynamic_chunk(n_centers, threads, 8);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
@@ -754,7 +756,7 @@ void PowerSpectrum::pair_gradients(const Centers &centers,
         x.resize(n_feat);
         de_dp.resize(n_feat);
         de_dc.resize(static_cast<size_t>(n_channels) * n_lm);
-#pragma omp for schedule(dynamic, 8)
+#pragma omp for schedule(dynamic, chunk)
         for (Index i = 0; i < n_centers; ++i) {
             capture.run([&] {
                 const Index begin = starts[i];

@@ -87,7 +87,8 @@ class ThreeBodyTerm final : public ModelTerm {
         const Real twice_d2 = 2.0 * delta_ * delta_;
         // Each centre writes its own energy and the gradients of its own pairs only: no two
         // threads touch one entry, and every sum runs in list order whatever the thread count.
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 8)
+        const Index chunk = dynamic_chunk(n_centers, threads, 8);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, chunk)
         for (Index i = 0; i < n_centers; ++i) {
             const int zi = numbers[static_cast<size_t>(i)];
             if (!matches(zi, centre_)) {

@@ -8,6 +8,7 @@
 #endif
 
 #include "gapx/errors.hpp"
+#include "gapx/types.hpp"
 
 #include <algorithm>
 #include <exception>
@@ -63,6 +64,13 @@ inline int thread_id() {
 #else
     return 0;
 #endif
+}
+
+/// Chunk for `schedule(dynamic, chunk)` over n items on `threads` threads: `most` (what amortises
+/// the scheduling of a large structure), lowered so that each thread gets about four chunks (a
+/// 21-atom molecule in chunks of 16 would leave one of two threads 5 atoms).
+inline Index dynamic_chunk(Index n, int threads, Index most) {
+    return std::max<Index>(1, std::min<Index>(most, n / (4 * static_cast<Index>(threads))));
 }
 
 /// Keeps the first exception thrown inside a parallel region so it can be rethrown after it:
