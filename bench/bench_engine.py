@@ -13,16 +13,17 @@
    (``bench/data``; the weights do not change the cost of a prediction): one prediction per call,
    NumPy path vs engine, and the ASE calculator.
 
-Measured (2-core AMD EPYC shared with other jobs, load average 9: noisy; ``OMP_NUM_THREADS=1
-OPENBLAS_NUM_THREADS=1 python bench/bench_engine.py --steps 10``): Si 1 000 atoms, NumPy path
-227 us/atom, engine 180 us/atom (1.26x), quippy-ase 2 848 us/atom; LAMMPS 129 us/atom/step
-(0.67 ns/day) on 1 rank, 81 (1.06 ns/day) on 2 ranks, 119 on 1 rank x 2 threads; aspirin
-28.5 ms/call NumPy path, 25.5 ms engine (1.12x: the call is the kernel against 3 000 x 2 100
-sparse-point features, which OpenBLAS already ran near the machine's speed). With default
-threads (2, BLAS threaded too) the NumPy path oversubscribes: 263 us/atom vs 155 (1.7x) for Si,
-286 ms vs 36 ms (8x) for aspirin. Again at load average 5, one thread: Si 159 vs 147 us/atom
-(1.08x), quippy 3 297; LAMMPS 92.6 us/atom/step (0.93 ns/day) on 1 rank, 36.2 (2.39 ns/day) on
-2 ranks, 40.5 (2.14 ns/day) on 1 rank x 2 threads; aspirin 11.0 vs 10.1 ms/call (1.09x).
+Measured (2-core Xeon VM with AVX-512, load ~1, its memory bandwidth drifting between 17 and
+27 GB/s over the day, so only ratios from one run hold; the paths are timed interleaved):
+``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/bench_engine.py --steps 20``: Si 1 000
+atoms, NumPy path 81.3 us/atom, engine 68.2 (1.19x), quippy-ase 1 757 (25.8x the engine); LAMMPS
+68.5 us/atom/step (1.26 ns/day) on 1 rank, 33.9 (2.55 ns/day) on 2 ranks, 37.1 (2.33 ns/day) on
+1 rank x 2 threads; aspirin 13.0 ms/call NumPy path, 8.4 ms engine (1.56x). With the default 2
+threads: Si 76.4 vs 39.0 us/atom (1.96x; quippy 48x the engine), aspirin 9.4 vs 4.6 ms (2.06x).
+An aspirin call is 176 MFLOP of kernel against 3 000 x 2 100 sparse-point features (50 MB read
+once per call): the engine's AVX-512 kernel runs it at about 45 GFLOP/s on one core, where
+OpenBLAS runs the same two products at 26 and its large DGEMM at 77; the SOAP expansion and its
+gradients take about 1.2 ms more.
 
 ``--smoke``: an 8-atom training cell, a 64-atom cell, 10 sparse points, ethanol from tests/data,
 2 MD steps (seconds; timings unjudged). LAMMPS parts are skipped with a message when the

@@ -9,6 +9,13 @@ size, test errors within 2 % of the single-process fit. The descriptor values of
 
 Each fit runs in its own subprocess so that its peak RSS is its own. ``--smoke``: 8 small cells,
 2 shards, 1 worker (seconds).
+
+Measured (2-core VM, load ~1, ``OPENBLAS_NUM_THREADS=1 python bench/bench_shards.py --frames
+10000 --shards 100 --workers 2``): 10 000 frames x 54 atoms, SOAP 252 features, descriptor
+values 1.09 GB (1.014 GiB), 215 sparse points. Single process 517 s, peak RSS 362 MiB; cluster
+383 s (0.74x), client peak RSS 192 MiB, workers 357 and 359 MiB; test energy MAE 0.0365
+meV/atom and force RMSE 4.488 meV/A in both (equal to every printed digit). At 400 frames the
+client peaked at 144 MiB, at 1 200 at 152 MiB.
 """
 
 from __future__ import annotations
