@@ -79,6 +79,8 @@ def time_paths(model, atoms, min_time: float) -> dict:
             "calculator": calculator,
         },
         min_time,
+        block_time=min(0.6, 3 * min_time),  # --smoke: seconds in all
+        settle_time=min(0.2, min_time),
     )
     out = {
         name: {"seconds_per_call": median, "interquartile": spread, "repeats": repeats}
