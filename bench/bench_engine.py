@@ -13,17 +13,17 @@
    (``bench/data``; the weights do not change the cost of a prediction): one prediction per call,
    NumPy path vs engine, and the ASE calculator.
 
-Measured (2-core Xeon VM with AVX-512, load ~1, its memory bandwidth drifting between 17 and
-27 GB/s over the day, so only ratios from one run hold; the paths are timed interleaved):
-``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/bench_engine.py --steps 20``: Si 1 000
-atoms, NumPy path 81.3 us/atom, engine 68.2 (1.19x), quippy-ase 1 757 (25.8x the engine); LAMMPS
-68.5 us/atom/step (1.26 ns/day) on 1 rank, 33.9 (2.55 ns/day) on 2 ranks, 37.1 (2.33 ns/day) on
-1 rank x 2 threads; aspirin 13.0 ms/call NumPy path, 8.4 ms engine (1.56x). With the default 2
-threads: Si 76.4 vs 39.0 us/atom (1.96x; quippy 48x the engine), aspirin 9.4 vs 4.6 ms (2.06x).
-An aspirin call is 176 MFLOP of kernel against 3 000 x 2 100 sparse-point features (50 MB read
-once per call): the engine's AVX-512 kernel runs it at about 45 GFLOP/s on one core, where
-OpenBLAS runs the same two products at 26 and its large DGEMM at 77; the SOAP expansion and its
-gradients take about 1.2 ms more.
+Measured (2-core Xeon VM with AVX-512, load ~1.5, its memory bandwidth drifting between 17 and
+27 GB/s over the day, so only ratios from one run hold; the paths are timed interleaved), with
+the default 2 threads (``python bench/bench_engine.py --steps 20``): Si 1 000 atoms, NumPy path
+70.1 us/atom, engine 34.8 (2.01x), quippy-ase 1 500 (43x the engine); LAMMPS 60.9 us/atom/step
+(1.42 ns/day) on 1 rank, 30.9 (2.80 ns/day) on 2 ranks, 33.9 (2.55 ns/day) on 1 rank x 2
+threads; aspirin 7.83 ms/call NumPy path, 3.10 ms engine (2.52x). With one thread
+(``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``): Si 73.6 vs 62.4 us/atom (1.18x; quippy 1 613),
+aspirin 11.3 vs 6.0 ms (1.89x). An aspirin call is 176 MFLOP of kernel against 3 000 x 2 100
+sparse-point features (50 MB read once per call): the engine's AVX-512 kernel runs it at about
+45 GFLOP/s on one core, where OpenBLAS runs the same two products at 26 and its large DGEMM at
+77; the SOAP expansion and its gradients take about 1.2 ms more.
 
 ``--smoke``: an 8-atom training cell, a 64-atom cell, 10 sparse points, ethanol from tests/data,
 2 MD steps (seconds; timings unjudged). LAMMPS parts are skipped with a message when the
@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
+import tempfile
+from pathlib import Path
 
-# gapx's OpenMP threads otherwise spin after each parallel region and starve OpenBLAS's threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import re  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+# Imported first, so that the OpenMP runtime starts with gapx's own wait settings (what a user
+# gets), not the OMP_WAIT_POLICY=PASSIVE that bench_predict sets for its numbers.
+import gapx  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, time_call, time_interleaved, write_json  # noqa: E402
@@ -63,7 +63,6 @@ def numpy_path(model, atoms):
 def time_paths(model, atoms, min_time: float) -> dict:
     """Seconds per call (median, calls interleaved) of the NumPy path, the engine
     (GAP.predict) and the ASE calculator."""
-    import gapx
 
     calc_atoms = atoms.copy()
     calc_atoms.calc = gapx.GAPCalculator(model)
@@ -118,7 +117,6 @@ def quip_time(frames, n_sparse: int, cell, min_time: float) -> dict:
 
 
 def si_model(frames, n_sparse: int):
-    import gapx
 
     model = gapx.GAP(
         [
