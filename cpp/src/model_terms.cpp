@@ -78,11 +78,27 @@ class SoapTerm final : public ModelTerm {
         const int threads = resolve_threads(n_threads);
         PowerSpectrum::Centers &centers = ws.centers;
         soap_.centers(list, n_centers, numbers, centers);
-        soap_.compute(centers, ws.values, threads, &ws.soap);
+        ws.pair_gradients.resize(list.n_pairs(), 3);
+        // Centres in blocks, each block's expansions kept from its values to its gradients.
+        const Index block = soap_.centre_block(n_centers, list.n_pairs());
+        for (Index first = 0; first < n_centers; first += block) {
+            const Index last = std::min(n_centers, first + block);
+            soap_.compute(centers, first, last, ws.values, threads, ws.soap);
+            kernel(first, last, numbers, threads, ws, energies);
+            soap_.pair_gradients(centers, first, last, ws.values, ws.dE_dx, ws.pair_gradients,
+                                 threads, ws.soap);
+        }
+    }
+
+  private:
+    /// Local energies of centres [first, last) (rows of ws.values) into energies[first..last)
+    /// and their gradients dE/dx into ws.dE_dx.
+    void kernel(Index first, Index last, const std::vector<int> &numbers, int threads,
+                ModelWorkspace &ws, Eigen::VectorXd &energies) const {
         const Index n_feat = n_features();
         const Index stride = padded_stride(n_feat);
         constexpr Index block_rows = dot_kernel_max_rows;
-        ws.dE_dx.setZero(n_centers, n_feat);
+        ws.dE_dx.setZero(last - first, n_feat);
         // Tasks of every set: blocks of its rows times slices of its points, so that a small
         // molecule (one block per set) still spreads over threads, all in one parallel loop (a
         // parallel region costs tens of microseconds to start). The split depends on the sizes
@@ -93,9 +109,9 @@ class SoapTerm final : public ModelTerm {
         Index out_rows = 0;
         for (size_t set_index = 0; set_index < sets_.size(); ++set_index) {
             const Index first_row = static_cast<Index>(ws.dot_rows.size());
-            for (Index i = 0; i < n_centers; ++i) {
+            for (Index i = first; i < last; ++i) {
                 if (numbers[static_cast<size_t>(i)] == sets_[set_index].kind) {
-                    ws.dot_rows.push_back(i);
+                    ws.dot_rows.push_back(i - first);
                 }
             }
             const Index n_rows = static_cast<Index>(ws.dot_rows.size()) - first_row;
@@ -151,14 +167,16 @@ class SoapTerm final : public ModelTerm {
             }
 #pragma omp for schedule(static)
             for (Index r = 0; r < n_rows; ++r) {
-                const Index first = ws.dot_row_tasks[static_cast<size_t>(r)];
-                const ModelWorkspace::DotTask &leader = ws.dot_tasks[static_cast<size_t>(first)];
+                const Index first_task = ws.dot_row_tasks[static_cast<size_t>(r)];
+                const ModelWorkspace::DotTask &leader =
+                    ws.dot_tasks[static_cast<size_t>(first_task)];
                 const Index within = r - leader.row_begin;
                 const Index i = ws.dot_rows[static_cast<size_t>(r)];
                 Real local = 0.0;
                 Real *g = ws.dE_dx.row(i).data();
                 for (Index sl = 0; sl < leader.slices; ++sl) {
-                    const Index out = ws.dot_tasks[static_cast<size_t>(first + sl)].out + within;
+                    const Index out =
+                        ws.dot_tasks[static_cast<size_t>(first_task + sl)].out + within;
                     local += ws.task_energies[static_cast<size_t>(out)];
                     const Real *part = ws.task_gradients.data() + out * stride;
                     for (Index f = 0; f < n_feat; ++f) {
@@ -166,16 +184,14 @@ class SoapTerm final : public ModelTerm {
                     }
                 }
                 const Real delta = sets_[static_cast<size_t>(leader.set)].delta;
-                energies[i] += delta * delta * local;
+                energies[first + i] += delta * delta * local;
                 for (Index f = 0; f < n_feat; ++f) {
                     g[f] *= delta * delta;
                 }
             }
         }
-        soap_.pair_gradients(centers, ws.dE_dx, ws.pair_gradients, threads, &ws.soap);
     }
 
-  private:
     PowerSpectrum soap_;
     Real zeta_;
     Real delta_;

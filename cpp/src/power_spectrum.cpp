@@ -495,14 +495,21 @@ PowerSpectrum::Environments PowerSpectrum::environments(const Eigen::Ref<const P
     return env;
 }
 
-void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_threads,
-                            Scratch *scratch) const {
-    const int threads = resolve_threads(n_threads);
-    Scratch local;
-    Scratch &buffers = scratch != nullptr ? *scratch : local;
-    if (buffers.threads.size() < static_cast<size_t>(threads)) {
-        buffers.threads.resize(static_cast<size_t>(threads));
-    }
+Index PowerSpectrum::bytes_per_centre(Index n_centers, Index n_pairs) const {
+    const Index pairs_per_centre = std::max<Index>(1, n_pairs / std::max<Index>(1, n_centers));
+    const Index doubles_per_pair =
+        2 * expansion_.n_max() * expansion_.n_l() + 4 * expansion_.n_lm() + 3;
+    const Index doubles_per_centre = pairs_per_centre * doubles_per_pair + 2 * n_features() +
+                                     expansion_.n_channels() * expansion_.n_lm();
+    return static_cast<Index>(sizeof(Real)) * doubles_per_centre +
+           pairs_per_centre * static_cast<Index>(sizeof(int));
+}
+
+Index PowerSpectrum::centre_block(Index n_centers, Index n_pairs) const {
+    return std::max<Index>(1, block_bytes / bytes_per_centre(n_centers, n_pairs));
+}
+
+void PowerSpectrum::values_only(const Centers &centers, RowMatrix &values, int threads) const {
     const Index n_feat = n_features();
     const NeighborList &neighbors = *centers.neighbors;
     const std::vector<int> &species = centers.species;
@@ -512,10 +519,8 @@ void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_thr
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
-        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
-        SphericalExpansion::Workspace &ws = own.expansion;
-        std::vector<Real> &p = own.p;
-        p.resize(n_feat);
+        SphericalExpansion::Workspace ws;
+        std::vector<Real> p(static_cast<size_t>(n_feat));
 #pragma omp for schedule(dynamic, chunk)
         for (Index i = 0; i < centers.n_centers; ++i) {
             capture.run([&] {
@@ -524,6 +529,43 @@ void PowerSpectrum::compute(const Centers &centers, RowMatrix &values, int n_thr
                 power_spectrum(ws.coefficients.data(), expansion_.n_channels(), expansion_.n_l(),
                                p.data());
                 normalise(p.data(), values.row(i).data(), n_feat);
+            });
+        }
+    }
+    capture.rethrow();
+}
+
+void PowerSpectrum::compute(const Centers &centers, Index begin, Index end, RowMatrix &values,
+                            int n_threads, Scratch &scratch) const {
+    const int threads = resolve_threads(n_threads);
+    if (scratch.threads.size() < static_cast<size_t>(threads)) {
+        scratch.threads.resize(static_cast<size_t>(threads));
+    }
+    if (scratch.kept.size() < static_cast<size_t>(end - begin)) {
+        scratch.kept.resize(static_cast<size_t>(end - begin));
+    }
+    scratch.norms.resize(static_cast<size_t>(end - begin));
+    const Index n_feat = n_features();
+    const NeighborList &neighbors = *centers.neighbors;
+    const std::vector<int> &species = centers.species;
+    const std::vector<Index> &starts = centers.starts;
+    values.resize(end - begin, n_feat);
+    const Index chunk = dynamic_chunk(end - begin, threads, 16);
+    ExceptionCapture capture;
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<Real> &p = scratch.threads[static_cast<size_t>(thread_id())].p;
+        p.resize(n_feat);
+#pragma omp for schedule(dynamic, chunk)
+        for (Index i = begin; i < end; ++i) {
+            capture.run([&] {
+                SphericalExpansion::Workspace &ws = scratch.kept[static_cast<size_t>(i - begin)];
+                expansion_.compute<true>(i, species[i], neighbors, starts[i], starts[i + 1],
+                                         species.data(), ws);
+                power_spectrum(ws.coefficients.data(), expansion_.n_channels(), expansion_.n_l(),
+                               p.data());
+                scratch.norms[static_cast<size_t>(i - begin)] =
+                    normalise(p.data(), values.row(i - begin).data(), n_feat);
             });
         }
     }
@@ -544,7 +586,7 @@ RowMatrix PowerSpectrum::compute(const Eigen::Ref<const Positions> &positions, c
         environments(positions, cell, pbc, numbers, threads, neighbors_in,
                      std::max<Index>(1, budget - static_cast<Index>(own_bytes)));
     RowMatrix values;
-    compute(env.centers, values, threads);
+    values_only(env.centers, values, threads);
     return values;
 }
 
@@ -716,23 +758,21 @@ SoapGradients PowerSpectrum::compute_gradients(const Eigen::Ref<const Positions>
     return out;
 }
 
-void PowerSpectrum::pair_gradients(const Centers &centers,
+void PowerSpectrum::pair_gradients(const Centers &centers, Index first, Index last,
+                                   const RowMatrix &values,
                                    const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dD,
-                                   int n_threads, Scratch *scratch) const {
+                                   int n_threads, Scratch &scratch) const {
     const int threads = resolve_threads(n_threads);
-    Scratch local;
-    Scratch &buffers = scratch != nullptr ? *scratch : local;
-    if (buffers.threads.size() < static_cast<size_t>(threads)) {
-        buffers.threads.resize(static_cast<size_t>(threads));
+    if (scratch.threads.size() < static_cast<size_t>(threads)) {
+        scratch.threads.resize(static_cast<size_t>(threads));
     }
     const Index n_feat = n_features();
-    const Index n_centers = centers.n_centers;
-    if (dE_dx.rows() != n_centers || dE_dx.cols() != n_feat) {
-        throw InvalidArgument("dE_dX must have shape (n_centers, n_features) = (" +
-                              std::to_string(n_centers) + ", " + std::to_string(n_feat) + ")");
+    if (dE_dx.rows() != last - first || dE_dx.cols() != n_feat || values.rows() != last - first ||
+        values.cols() != n_feat || scratch.norms.size() != static_cast<size_t>(last - first)) {
+        throw InvalidArgument("dE_dX and the values must have shape (centres, n_features) = (" +
+                              std::to_string(last - first) + ", " + std::to_string(n_feat) +
+                              ") of the centres compute() was last called for");
     }
-    const std::vector<int> &species = centers.species;
-    const NeighborList &neighbors = *centers.neighbors;
     const std::vector<Index> &starts = centers.starts;
     const int n_max = expansion_.n_max();
     const int n_l = expansion_.n_l();
@@ -741,40 +781,34 @@ void PowerSpectrum::pair_gradients(const Centers &centers,
     const int n_channels = expansion_.n_channels();
 
     Positions &pair_gradients = dE_dD;
-    pair_gradients.resize(neighbors.n_pairs(), 3);
-    const Index chunk = dynamic_chunk(n_centers, threads, 8);
+    const Index chunk = dynamic_chunk(last - first, threads, 8);
     ExceptionCapture capture;
 #pragma omp parallel num_threads(threads)
     {
-        Scratch::Thread &own = buffers.threads[static_cast<size_t>(thread_id())];
-        SphericalExpansion::Workspace &ws = own.expansion;
-        std::vector<Real> &p = own.p;
-        std::vector<Real> &x = own.x;
+        Scratch::Thread &own = scratch.threads[static_cast<size_t>(thread_id())];
         std::vector<Real> &de_dp = own.de_dp;
         std::vector<Real> &de_dc = own.de_dc;
-        p.resize(n_feat);
-        x.resize(n_feat);
         de_dp.resize(n_feat);
         de_dc.resize(static_cast<size_t>(n_channels) * n_lm);
 #pragma omp for schedule(dynamic, chunk)
-        for (Index i = 0; i < n_centers; ++i) {
+        for (Index i = first; i < last; ++i) {
             capture.run([&] {
+                const Index row = i - first;
+                const SphericalExpansion::Workspace &ws = scratch.kept[static_cast<size_t>(row)];
                 const Index begin = starts[i];
                 const int n_local = static_cast<int>(starts[i + 1] - begin);
-                expansion_.compute<true>(i, species[i], neighbors, begin, starts[i + 1],
-                                         species.data(), ws);
                 const Real *c = ws.coefficients.data();
-                power_spectrum(c, n_channels, n_l, p.data());
-                const Real norm = normalise(p.data(), x.data(), n_feat);
+                const Real *x = values.row(row).data();
+                const Real norm = scratch.norms[static_cast<size_t>(row)];
                 if (norm == 0.0) {
                     pair_gradients.middleRows(begin, n_local).setZero();
                     return;
                 }
                 // dE/dp = (G - x (x . G)) / |p|
                 for (Index f = 0; f < n_feat; ++f) {
-                    de_dp[f] = dE_dx(i, f);
+                    de_dp[f] = dE_dx(row, f);
                 }
-                project_normalisation(de_dp.data(), x.data(), 1.0 / norm, n_feat);
+                project_normalisation(de_dp.data(), x, 1.0 / norm, n_feat);
                 // dE/dc_w,lm = sum_v H_l[w][v] c_v,lm with H_l[u][v] = kappa dE/dp[u,v,l]
                 // (u != v, both orders) and H_l[u][u] = 2 dE/dp[u,u,l].
                 std::fill(de_dc.begin(), de_dc.end(), 0.0);
@@ -846,18 +880,31 @@ void PowerSpectrum::backpropagate(const Eigen::Ref<const Positions> &positions, 
         throw InvalidArgument("dE_dX must have shape (n_atoms, n_features) = (" +
                               std::to_string(n_atoms) + ", " + std::to_string(n_feat) + ")");
     }
-    // Three feature-length buffers per thread; the neighbour list (and one 3-vector per pair)
-    // gets what is left.
-    const Real scratch_bytes = 3.0 * threads * n_feat * bytes_per_real;
+    // Two feature-length buffers per thread; the neighbour list (and one 3-vector per pair)
+    // and a block of centres (checked below, once the pairs are known) get what is left.
+    const Real scratch_bytes = 2.0 * threads * n_feat * bytes_per_real;
     check_budget(describe("backpropagating through the SOAP", n_atoms, n_feat), scratch_bytes,
                  budget);
     const Environments env =
         environments(positions, cell, pbc, numbers, threads, neighbors_in,
                      std::max<Index>(1, budget - static_cast<Index>(scratch_bytes)));
     const NeighborList &neighbors = *env.centers.neighbors;
-    Positions pair_gradients_of_list;
-    pair_gradients(env.centers, dE_dx, pair_gradients_of_list, threads);
-    const Positions &pair_gradients = pair_gradients_of_list;
+    const Index block = centre_block(n_atoms, neighbors.n_pairs());
+    const Real list_bytes =
+        static_cast<Real>(neighbors.n_pairs()) * (neighbor_bytes_per_pair + 3 * bytes_per_real);
+    const Real block_of_centres = static_cast<Real>(std::min(n_atoms, block)) *
+                                  static_cast<Real>(bytes_per_centre(n_atoms, neighbors.n_pairs()));
+    check_budget(describe("backpropagating through the SOAP", n_atoms, n_feat),
+                 scratch_bytes + list_bytes + block_of_centres, budget);
+    Positions pair_gradients(neighbors.n_pairs(), 3);
+    Scratch scratch;
+    RowMatrix values;
+    for (Index first = 0; first < n_atoms; first += block) {
+        const Index last = std::min(n_atoms, first + block);
+        compute(env.centers, first, last, values, threads, scratch);
+        this->pair_gradients(env.centers, first, last, values, dE_dx.middleRows(first, last - first),
+                             pair_gradients, threads, scratch);
+    }
     // Serial reduction in pair order: the result is independent of the thread count.
     dE_dr = Positions::Zero(n_atoms, 3);
     dE_dstrain.setZero();

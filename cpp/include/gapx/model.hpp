@@ -31,8 +31,8 @@ struct SparseSet {
 /// those counts change (one allocation each, O(pairs)).
 struct ModelWorkspace {
     std::vector<NeighborList> lists; ///< per term: its pairs cut from a longer list
-    RowMatrix values;                ///< descriptor rows of the centres
-    RowMatrix dE_dx;                 ///< dE/d rows
+    RowMatrix values;                ///< descriptor rows of a block of centres (SOAP)
+    RowMatrix dE_dx;                 ///< dE/d those rows
     Positions pair_gradients;        ///< dE/dD per pair of one term's list
     Eigen::VectorXd pair_energies;   ///< local energy per pair (two-body) or centre (three-body)
     std::vector<Index> centre_starts; ///< where each centre's pairs begin in a list (three-body)
@@ -43,7 +43,7 @@ struct ModelWorkspace {
         Index set, row_begin, n_rows, m0, n_points, out, slices;
     };
     std::vector<DotTask> dot_tasks;
-    std::vector<Index> dot_rows;         ///< centre of each kernel row, grouped by sparse set
+    std::vector<Index> dot_rows;         ///< values row of each kernel row, grouped by set
     std::vector<Index> dot_row_tasks;    ///< first task of each kernel row's block
     AlignedVector<Real> blocks;          ///< the kernel rows, padded rows
     std::vector<Real> task_energies;     ///< per task row: local energy of its slice

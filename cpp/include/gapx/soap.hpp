@@ -159,25 +159,39 @@ class PowerSpectrum {
     /// The same into `out`, reusing its buffers (no allocation once their sizes settle).
     void centers(const NeighborList &neighbors, Index n_centers, const std::vector<int> &numbers,
                  Centers &out) const;
-    /// Per-thread buffers of the two calls below, for a caller that makes them again and again
-    /// (an MD code): with the same Scratch, a call allocates nothing once the sizes settle.
+    /// Buffers of the two calls below, for a caller that makes them again and again (an MD
+    /// code): with the same Scratch, a call allocates nothing once the sizes settle.
     struct Scratch {
         struct Thread {
-            SphericalExpansion::Workspace expansion;
-            std::vector<Real> p, x, de_dp, de_dc;
+            std::vector<Real> p, de_dp, de_dc;
         };
         std::vector<Thread> threads;
+        /// Per centre of the current block: its expansion with the per-pair derivatives and the
+        /// norm of its power spectrum, kept from compute to pair_gradients so that each is
+        /// computed once.
+        std::vector<SphericalExpansion::Workspace> kept;
+        std::vector<Real> norms;
     };
-    /// Normalised descriptors of the centres into `values` (resized to (n_centers,
-    /// n_features)). `n_threads` as in compute; `scratch` null uses buffers of this call.
-    void compute(const Centers &centers, RowMatrix &values, int n_threads = 0,
-                 Scratch *scratch = nullptr) const;
-    /// dE/dD_k (n_pairs, 3, resized) for every pair k of the list, D_k its vector, given dE/dx
-    /// (n_centers, n_features) with respect to the normalised rows: forces and virials follow by
-    /// summing over pairs (each pair's energy depends on its vector only). `n_threads` as in
+    /// Bytes a block of centres takes between compute and pair_gradients: its kept expansions,
+    /// values and dE/dx (about 300 centres of 40 pairs at n_max 8, l_max 6, one species).
+    static constexpr Index block_bytes = Index{32} << 20;
+    /// Centres per block of compute and pair_gradients for a list of n_pairs pairs of
+    /// n_centers centres: as many as fit in block_bytes (at least one); depends on the sizes
+    /// only.
+    Index centre_block(Index n_centers, Index n_pairs) const;
+    /// Normalised descriptors of centres [begin, end) into rows 0 .. end - begin of `values`
+    /// (resized), their expansions kept in `scratch` for pair_gradients. `n_threads` as in
     /// compute.
-    void pair_gradients(const Centers &centers, const Eigen::Ref<const RowMatrix> &dE_dx,
-                        Positions &dE_dD, int n_threads = 0, Scratch *scratch = nullptr) const;
+    void compute(const Centers &centers, Index begin, Index end, RowMatrix &values,
+                 int n_threads, Scratch &scratch) const;
+    /// After compute for the same centres [begin, end) and `scratch`, with its `values`:
+    /// dE/dD_k (rows of `dE_dD`, which must have a row per pair of the list) for every pair k
+    /// of those centres, D_k its vector, given dE/dx (rows 0 .. end - begin) with respect to
+    /// the normalised rows: forces and virials follow by summing over pairs (each pair's energy
+    /// depends on its vector only).
+    void pair_gradients(const Centers &centers, Index begin, Index end, const RowMatrix &values,
+                        const Eigen::Ref<const RowMatrix> &dE_dx, Positions &dE_dD,
+                        int n_threads, Scratch &scratch) const;
 
   private:
     /// What every structure entry point needs first: the neighbour list (the caller's, or one
@@ -190,6 +204,10 @@ class PowerSpectrum {
                               Pbc pbc, const std::vector<int> &numbers, int n_threads,
                               const NeighborList *neighbors, Index max_bytes) const;
     void species_indices(const std::vector<int> &numbers, std::vector<int> &indices) const;
+    /// Bytes of one centre between compute and pair_gradients (see block_bytes).
+    Index bytes_per_centre(Index n_centers, Index n_pairs) const;
+    /// Normalised descriptors of all centres into `values` (resized), without the derivatives.
+    void values_only(const Centers &centers, RowMatrix &values, int threads) const;
 
     SphericalExpansion expansion_;
 };
