@@ -13,17 +13,17 @@
    (``bench/data``; the weights do not change the cost of a prediction): one prediction per call,
    NumPy path vs engine, and the ASE calculator.
 
-Measured (2-core Xeon VM with AVX-512, load ~1.5, its memory bandwidth drifting between 17 and
+Measured (2-core Xeon VM with AVX-512, load ~1.3, its memory bandwidth drifting between 17 and
 27 GB/s over the day, so only ratios from one run hold; the paths are timed interleaved), with
 the default 2 threads (``python bench/bench_engine.py --steps 20``): Si 1 000 atoms, NumPy path
-70.1 us/atom, engine 34.8 (2.01x), quippy-ase 1 500 (43x the engine); LAMMPS 60.9 us/atom/step
-(1.42 ns/day) on 1 rank, 30.9 (2.80 ns/day) on 2 ranks, 33.9 (2.55 ns/day) on 1 rank x 2
-threads; aspirin 7.83 ms/call NumPy path, 3.10 ms engine (2.52x). With one thread
-(``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``): Si 73.6 vs 62.4 us/atom (1.18x; quippy 1 613),
-aspirin 11.3 vs 6.0 ms (1.89x). An aspirin call is 176 MFLOP of kernel against 3 000 x 2 100
+89.1 us/atom, engine 30.9 (2.88x), quippy-ase 1 488 (48x the engine); LAMMPS 56.5 us/atom/step
+(1.53 ns/day) on 1 rank, 29.0 (2.98 ns/day) on 2 ranks, 32.0 (2.70 ns/day) on 1 rank x 2
+threads; aspirin 8.07 ms/call NumPy path, 3.02 ms engine (2.67x). With one thread
+(``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``): Si 82.8 vs 56.9 us/atom (1.45x; quippy 1 572),
+aspirin 11.2 vs 5.6 ms (2.01x). An aspirin call is 176 MFLOP of kernel against 3 000 x 2 100
 sparse-point features (50 MB read once per call): the engine's AVX-512 kernel runs it at about
 45 GFLOP/s on one core, where OpenBLAS runs the same two products at 26 and its large DGEMM at
-77; the SOAP expansion and its gradients take about 1.2 ms more.
+77; the SOAP expansion and its gradients take about 1 ms more.
 
 ``--smoke``: an 8-atom training cell, a 64-atom cell, 10 sparse points, ethanol from tests/data,
 2 MD steps (seconds; timings unjudged). LAMMPS parts are skipped with a message when the
