@@ -45,7 +45,13 @@ import gapx  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine_info, time_call, time_interleaved, write_json  # noqa: E402
-from bench_predict import SOAP_SETTINGS, fit_quip, gap_fit_binary, training_frames  # noqa: E402
+from bench_predict import (  # noqa: E402
+    SOAP_SETTINGS,
+    fit_quip,
+    gap_fit_binary,
+    quip_energy_and_forces,
+    training_frames,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -89,6 +95,17 @@ def time_paths(model, atoms, min_time: float) -> dict:
     return out
 
 
+def print_paths(timed: dict, scale: float, unit: str) -> None:
+    """time_paths' medians (and IQRs) times ``scale`` in ``unit``, and the engine's speed-up."""
+    for name in ("numpy_path", "engine", "calculator"):
+        t = timed[name]
+        print(
+            f"  {name:12s} {scale * t['seconds_per_call']:9.3f} {unit} "
+            f"(IQR {scale * t['interquartile']:.3f})"
+        )
+    print(f"  engine speed-up over the NumPy path: {timed['speedup']:.2f}x")
+
+
 #: The two-body term of the Si model, as gapx and as gap_fit spell it.
 TWO_BODY = dict(cutoff=5.0, cutoff_transition_width=0.5, n_sparse=20, delta=1.0, theta=0.5)
 QUIP_TWO_BODY = (
@@ -99,20 +116,9 @@ QUIP_TWO_BODY = (
 
 def quip_time(frames, n_sparse: int, cell, min_time: float) -> dict:
     """gap_fit's 2b + SOAP model of the same frames and sizes, evaluated by quippy-ase."""
-    from quippy.potential import Potential
-
     with tempfile.TemporaryDirectory(prefix="gapx_bench_engine_quip_") as folder:
         xml = fit_quip(frames, n_sparse, Path(folder), two_body=QUIP_TWO_BODY)
-        potential = Potential(param_filename=str(xml))
-        atoms = cell.copy()
-        atoms.calc = potential
-
-        def call():
-            potential.reset()
-            atoms.get_potential_energy()
-            return atoms.get_forces()
-
-        mean, std, repeats = time_call(call, min_time)
+        mean, std, repeats = time_call(quip_energy_and_forces(xml, cell), min_time)
     return {"seconds_per_call": mean, "std": std, "repeats": repeats}
 
 
@@ -225,13 +231,7 @@ def main(argv=None) -> dict:
         f"Si: {n_atoms} atoms, {model.alpha.size} sparse points (2b + SOAP n8 l6), "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}"
     )
-    for name in ("numpy_path", "engine", "calculator"):
-        t = si[name]
-        print(
-            f"  {name:12s} {1e6 * t['seconds_per_call'] / n_atoms:9.2f} us/atom "
-            f"(IQR {1e6 * t['interquartile'] / n_atoms:.2f})"
-        )
-    print(f"  engine speed-up over the NumPy path: {si['speedup']:.2f}x")
+    print_paths(si, 1e6 / n_atoms, "us/atom")
     if gap_fit_binary() is None:
         print("  quippy-ase (gap_fit) not installed: QUIP comparison skipped")
     else:
@@ -275,13 +275,7 @@ def main(argv=None) -> dict:
         f"{molecule.get_chemical_formula()}: {len(molecule)} atoms, "
         f"{molecule_model.alpha.size} sparse points"
     )
-    for name in ("numpy_path", "engine", "calculator"):
-        t = small[name]
-        print(
-            f"  {name:12s} {1e3 * t['seconds_per_call']:9.3f} ms/call "
-            f"(IQR {1e3 * t['interquartile']:.3f})"
-        )
-    print(f"  engine speed-up over the NumPy path: {small['speedup']:.2f}x")
+    print_paths(small, 1e3, "ms/call")
     results["molecule"] = small
     print(f"load average {results['machine'].get('load_average')} (shared machine: noisy)")
     if args.json:
